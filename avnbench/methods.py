@@ -1,0 +1,240 @@
+"""The method protocol every plugin implements (DESIGN.md "Method plugins").
+
+A method is a class with a :class:`MethodCard`, a pydantic ``Config`` (a :class:`MethodConfig`
+subclass with ``smoke``/``quick``/``paper`` presets) and two methods, ``fit`` and ``predict``.
+The core does everything around them: data handling, scoring and tracking. Heavy imports
+(torch, nnunetv2, monai) belong inside ``fit``/``predict`` so that listing methods stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from avnbench.dataset import JIC_TYPES, Case
+from avnbench.errors import ConfigError
+
+Task = Literal["segmentation", "classification"]
+PRESETS = ("smoke", "quick", "paper")
+
+
+class MethodCard(BaseModel):
+    """What a method is: shown by ``avnbench methods show`` and recorded with every run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="registry key, kebab-case")
+    task: Task
+    description: str
+    citation: str
+    classes: tuple[str, ...] | None = Field(
+        default=None,
+        description="classification only: the class names, in the order of predicted probabilities",
+    )
+    reference: str | None = Field(default=None, description="URL of the paper or code")
+
+    @model_validator(mode="after")
+    def _classes_for_classifiers(self) -> "MethodCard":
+        if self.task == "classification" and not self.classes:
+            raise ValueError("a classification method must name its classes")
+        return self
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's ``Config``: strict, with named presets.
+
+    Subclasses declare their hyper-parameters as fields (defaults = the ``quick`` preset is a
+    good choice) and ``PRESETS``: a mapping from preset name to the field values it overrides.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}, "quick": {}, "paper": {}}
+
+    seed: int = Field(default=0, description="random seed of everything the method draws")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "MethodConfig":
+        """The config of preset ``name`` with ``overrides`` applied on top."""
+        if name not in cls.PRESETS:
+            raise ConfigError(f"unknown preset {name!r}. Available: {', '.join(cls.PRESETS)}")
+        return cls.model_validate({**cls.PRESETS[name], **overrides})
+
+
+class SegmentationPrediction(BaseModel):
+    """A predicted label map (and optionally per-class probabilities) for one case."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    case_id: str
+    labels: np.ndarray = Field(description="uint8 (z, y, x) in {0, 1, 2}, the image's grid")
+    probabilities: np.ndarray | None = Field(
+        default=None, description="float (3, z, y, x): background, vital, necrosis; sums to 1"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "SegmentationPrediction":
+        if self.labels.ndim != 3:
+            raise ValueError(f"labels must be 3-D (z, y, x), got shape {self.labels.shape}")
+        if not np.issubdtype(self.labels.dtype, np.integer):
+            raise ValueError(f"labels must be integers, got {self.labels.dtype}")
+        if self.labels.size and int(self.labels.max()) > 2 or int(self.labels.min()) < 0:
+            raise ValueError("labels must lie in {0, 1, 2}")
+        if self.probabilities is not None:
+            p = self.probabilities
+            if p.shape != (3, *self.labels.shape):
+                raise ValueError(f"probabilities shape {p.shape} != (3, *labels.shape)")
+        return self
+
+
+class ClassificationPrediction(BaseModel):
+    """Class probabilities for one case (order: the method card's ``classes``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    case_id: str
+    probabilities: np.ndarray = Field(description="float (K,), sums to 1")
+    heatmap: np.ndarray | None = Field(
+        default=None,
+        description="optional 2-D class-activation map on the mid-coronal slice grid "
+        "(avnbench.slices.mid_coronal_slice), values >= 0",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "ClassificationPrediction":
+        p = np.asarray(self.probabilities, dtype=float)
+        if p.ndim != 1 or not np.all(np.isfinite(p)) or abs(p.sum() - 1.0) > 1e-3:
+            raise ValueError(f"probabilities must be a finite 1-D vector summing to 1, got {p}")
+        if self.heatmap is not None and self.heatmap.ndim != 2:
+            raise ValueError("heatmap must be 2-D")
+        return self
+
+
+Prediction = SegmentationPrediction | ClassificationPrediction
+
+
+class JobContext(BaseModel):
+    """What the runner tells a method about the job it runs in (one method, one fold).
+
+    Methods that need nothing of it may ignore it. ``shared_dir`` is a folder shared by all jobs
+    on the same dataset and split within one work folder: a method may keep artefacts there that
+    other jobs reuse (nnU-Net's preprocessing, members of an ensemble), keyed so that different
+    presets or folds never collide.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset_dir: Path
+    dataset_name: str
+    dataset_fingerprint: str
+    splits_file: Path
+    split_hash: str
+    fold: int
+    preset: str
+    seed: int
+    shared_dir: Path
+
+
+class TrainingLog:
+    """Where a method records training curves and files for the fold's MLflow run.
+
+    Files only (``workdir/training_log.jsonl`` and ``workdir/artifacts/``): the runner logs them
+    to MLflow after ``fit`` and ``predict``, so a method never touches the tracking store.
+    """
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.path = self.workdir / "training_log.jsonl"
+        self.artifact_dir = self.workdir / "artifacts"
+
+    def metric(self, name: str, value: float, step: int) -> None:
+        """Record one point of a curve, e.g. ``metric("train_loss", 0.31, step=epoch)``."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        value = float(value)
+        if not math.isfinite(value):
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"name": name, "value": value, "step": int(step)}) + "\n")
+
+    def param(self, name: str, value: Any) -> None:
+        """Record a value the method chose during fit (a learned threshold, a cut-off ...)."""
+        path = self.workdir / "training_params.json"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        params = json.loads(path.read_text()) if path.exists() else {}
+        params[name] = value
+        path.write_text(json.dumps(params, indent=2, default=str))
+
+    def artifact(self, name: str) -> Path:
+        """A path under ``artifacts/`` to write a file to; it becomes an MLflow artifact."""
+        path = self.artifact_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every recorded point, in order."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+class Method(ABC):
+    """Base class of every benchmark method.
+
+    Subclasses set ``card`` and ``Config`` and implement ``fit`` and ``predict``. The runner
+    creates one instance per (method, fold) job, sets ``context`` and ``log``, calls ``fit`` once
+    and ``predict`` once, possibly in a fresh process: ``predict`` must rely only on ``workdir``.
+    """
+
+    card: ClassVar[MethodCard]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig | None = None):
+        self.config = config if config is not None else self.Config.preset("quick")
+        self.context: JobContext | None = None
+        self.log: TrainingLog | None = None
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> "Method":
+        """An instance configured by a named preset."""
+        return cls(cls.Config.preset(preset, **overrides))
+
+    @abstractmethod
+    def fit(
+        self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str
+    ) -> None:
+        """Train on ``train_cases``; ``val_cases`` (carved out of the fold's training cases,
+        never the fold's validation cases) are for model selection. Keep everything in
+        ``workdir``. ``device`` is ``"cuda"`` or ``"cpu"``."""
+
+    @abstractmethod
+    def predict(
+        self, cases: Sequence[Case], workdir: Path, device: str
+    ) -> Iterator[SegmentationPrediction | ClassificationPrediction]:
+        """Yield one prediction per case, in order, using only what ``fit`` left in ``workdir``.
+        The cases' labels must not be read."""
+
+
+def jic_classes() -> tuple[str, ...]:
+    """The JIC types in ordinal order, the class order a JIC classifier should use."""
+    return JIC_TYPES
+
+
+def validate_predictions_shape(preds: Sequence[Prediction], cases: Sequence[Case]) -> None:
+    """Check a method returned exactly one prediction per case, matching the image grids."""
+    got = [p.case_id for p in preds]
+    want = [c.case_id for c in cases]
+    if got != want:
+        raise ConfigError(f"method predicted cases {got}, expected {want}")
+    for p, c in zip(preds, cases):
+        if isinstance(p, SegmentationPrediction) and p.labels.shape != c.meta.geometry.shape_zyx:
+            raise ConfigError(
+                f"case {c.case_id}: predicted label shape {p.labels.shape} != image shape "
+                f"{c.meta.geometry.shape_zyx}"
+            )
