@@ -1,0 +1,121 @@
+"""``avnbench run``: run methods over the folds of a dataset into MLflow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from avnbench.cli import cli
+
+CPU_PHANTOM = (24, (40, 80, 80))
+GPU_PHANTOM = (40, (80, 160, 160))
+
+
+def default_cache_dir() -> Path:
+    """Where the built-in phantom is generated once: ``$AVNBENCH_CACHE`` or ``~/.cache/avnbench``."""
+    base = os.environ.get("AVNBENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "avnbench"
+    )
+    return Path(base)
+
+
+def builtin_phantom(device: str, cases: int | None, shape: tuple[int, int, int] | None, progress=None) -> Path:
+    """The built-in phantom dataset, generated into the cache folder on first use.
+
+    On a GPU the full default (40 cases, 80×160×160); on a CPU a half-resolution one (24 cases,
+    40×80×80) so that the whole benchmark fits in half an hour. The dataset's name says which.
+    """
+    from avnbench.dataset import load_dataset
+    from avnbench.phantom import synthesize
+
+    n_default, shape_default = GPU_PHANTOM if device == "cuda" else CPU_PHANTOM
+    n, shp = cases or n_default, tuple(shape or shape_default)
+    folder = default_cache_dir() / "datasets" / f"phantom-n{n}-s0-{'x'.join(map(str, shp))}"
+    if not (folder / "cases.json").exists():
+        tmp = folder.with_name(folder.name + ".partial")
+        synthesize(tmp, n_cases=n, seed=0, shape=shp, force=True, progress=progress)
+        tmp.replace(folder)
+    return load_dataset(folder).root
+
+
+def ordered_methods(names: list[str]) -> list[str]:
+    """Baseline first, ensembles after their members, the rest alphabetically."""
+    def key(name: str) -> tuple[int, str]:
+        return (0 if name == "threshold-baseline" else 2 if "ensemble" in name else 1, name)
+
+    return sorted(names, key=key)
+
+
+def parse_folds(text: str | None) -> list[int] | None:
+    """``"0,2"`` → [0, 2]; None or ``all`` → None (every fold)."""
+    from avnbench.errors import ConfigError
+
+    if text is None or text.strip().lower() == "all":
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--folds takes fold numbers like 0 or 0,2 or all, not {text!r}") from None
+
+
+@cli.command()
+@click.option("--method", "method_names", multiple=True, required=True,
+              help="Method name (repeatable), or 'all' for every registered method.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder. Default: the built-in phantom, generated once into the cache.")
+@click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True)
+@click.option("--folds", default=None, help="Folds to run, e.g. 0 or 0,2. Default: all.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("avnbench-work"), show_default=True,
+              help="Folder for models, predictions and logs of every job.")
+@click.option("--tracking-uri", default=None, help="MLflow store. Default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the methods and internal validation splits.")
+@click.option("--phantom-cases", type=int, default=None, help="Built-in phantom only: number of cases.")
+@click.option("--phantom-shape", type=int, nargs=3, default=None, help="Built-in phantom only: Z Y X voxels.")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for CIs.")
+def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, seed, phantom_cases, phantom_shape, bootstrap):
+    """Fit and predict METHOD on every fold of a dataset, score it and log it to MLflow.
+
+    Re-running the same command resumes: folds already finished are skipped.
+    """
+    from avnbench.cli.display import console, err_console, result_table, run_progress
+    from avnbench.errors import AvnbenchError
+    from avnbench.plugins import load_registry
+    from avnbench.runner import resolve_device, run_benchmark
+    from avnbench.tracking import MlflowTracker
+
+    registry = load_registry()
+    for plugin, why in sorted(registry.failures.items()):
+        err_console.print(f"[yellow]warning:[/yellow] plugin {plugin!r} failed to load ({why}); running the others")
+    names = registry.names() if "all" in method_names else list(dict.fromkeys(method_names))
+    for name in names:
+        registry.get(name)  # unknown names fail before any work starts
+    names = ordered_methods(names)
+    fold_list = parse_folds(folds)
+    dev = resolve_device(device)
+    if data_dir is None:
+        with run_progress() as progress:
+            task = progress.add_task("generating the built-in phantom", total=None)
+            data_dir = builtin_phantom(dev, phantom_cases, phantom_shape,
+                                       progress=lambda done, total: progress.update(task, completed=done, total=total))
+    tracker = MlflowTracker(tracking_uri)
+    console.print(f"MLflow store: {tracker.uri}")
+    failures = []
+    for name in names:
+        try:
+            with run_progress() as progress:
+                result = run_benchmark(
+                    name, data_dir, workdir, preset=preset, folds=fold_list, device=dev, seed=seed,
+                    tracker=tracker, registry=registry, progress=progress.on_event, n_bootstrap=bootstrap,
+                )
+        except AvnbenchError as e:
+            if len(names) == 1:
+                raise
+            failures.append(name)
+            err_console.print(f"[red]error:[/red] {name}: {e}")
+            continue
+        console.print(result_table(result))
+    if failures:
+        raise click.ClickException(f"{len(failures)} method(s) failed: {', '.join(failures)}")

@@ -1,0 +1,41 @@
+import json
+
+import numpy as np
+
+from avnbench.testing import check_method
+from avnbench_threshold_baseline.method import PARAMS_FILE, ThresholdBaseline
+
+
+def test_conformance(tiny_dataset, tmp_path):
+    predictions = check_method(ThresholdBaseline, tiny_dataset, tmp_path, preset="smoke")
+    # it is a real segmentation: a head of plausible size is found in every case
+    for p in predictions:
+        head_voxels = int((p.labels > 0).sum())
+        assert head_voxels > 1000
+
+
+def test_learned_thresholds_are_ordered(tiny_dataset, tmp_path):
+    from avnbench.splits import read_splits
+
+    folds, _ = read_splits(tiny_dataset)
+    method = ThresholdBaseline.from_preset("smoke")
+    method.fit(tiny_dataset.subset(folds[0].train), [], tmp_path, "cpu")
+    params = json.loads((tmp_path / PARAMS_FILE).read_text())
+    # the dark reactive band is darker than the bright marrow/fat boundary of the head
+    assert params["necrosis_threshold"] < 1.0
+    assert params["head_threshold"] > 0
+    assert params["min_lesion_mm3"] > 0
+
+
+def test_segmentation_overlaps_reference(tiny_dataset, tmp_path):
+    from avnbench.scoring import dice
+    from avnbench.splits import read_splits
+
+    folds, _ = read_splits(tiny_dataset)
+    method = ThresholdBaseline.from_preset("quick")
+    method.fit(tiny_dataset.subset(folds[0].train), [], tmp_path, "cpu")
+    cases = tiny_dataset.subset(folds[0].val)
+    scores = []
+    for case, pred in zip(cases, method.predict(cases, tmp_path, "cpu")):
+        scores.append(dice(pred.labels > 0, case.label_array() > 0))
+    assert np.mean(scores) > 0.7
