@@ -1,0 +1,5 @@
+"""``python -m avnbench``: the command line."""
+
+from avnbench.cli import main
+
+main()

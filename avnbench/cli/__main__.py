@@ -1,0 +1,3 @@
+from avnbench.cli import main
+
+main()
