@@ -36,16 +36,19 @@ from avnbench.dataset import (
     CasesFile,
     Geometry,
     Landmarks,
-    read_sitk,
     write_cases_file,
     write_dataset_json,
 )
 from avnbench.errors import ConfigError, DataError
-from avnbench.validation import grid_mismatch, intensity_problem, label_value_problem
+from avnbench.validation import (
+    grid_mismatch,
+    image_file_problem,
+    label_value_problem,
+    read_image_checked,
+)
 
 DEFAULT_TARGET_SPACING_ZYX = (1.0, 0.44, 0.44)
 DEFAULT_TARGET_SHAPE_ZYX = (80, 160, 160)
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MANIFEST_REQUIRED = ("case_id", "patient_id", "side", "image", "label")
 MANIFEST_OPTIONAL = ("steinberg", "jic", "arco")
 CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -99,62 +102,6 @@ class ImportReport(_Strict):
 
 
 # ----------------------------------------------------------------------------- reading sources
-
-
-def read_image_source(path: Path):
-    """Read an image file (NIfTI, NRRD, MHA) or a DICOM series folder as a SimpleITK image.
-
-    Any problem is a one-line DataError naming the path.
-    """
-    import SimpleITK as sitk
-
-    # ITK prints its own warnings to stderr; the user gets our one line instead.
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)
-    path = Path(path)
-    if path.is_dir():
-        return _read_dicom_series(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if not path.name.lower().endswith(IMAGE_SUFFIXES):
-        raise DataError(
-            f"{path}: unsupported image format; use NIfTI (.nii, .nii.gz), NRRD, MHA or a "
-            "DICOM series folder"
-        )
-    image = read_sitk(path)
-    if image.GetDimension() != 3:
-        raise DataError(f"{path}: a {image.GetDimension()}-D image; a 3-D volume is needed")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(
-            f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-            "a single-channel (grey) image is needed"
-        )
-    return image
-
-
-def _read_dicom_series(folder: Path):
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise DataError(f"{folder}: no DICOM series in this folder")
-    if len(series) > 1:
-        raise DataError(
-            f"{folder}: {len(series)} DICOM series in one folder; put each series in its own "
-            "folder and name that one in the manifest"
-        )
-    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
-    if len(files) < 2:
-        raise DataError(f"{folder}: the DICOM series has {len(files)} slice; a 3-D volume is needed")
-    reader.SetFileNames(files)
-    try:
-        image = reader.Execute()
-    except RuntimeError as e:
-        last = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-        raise DataError(f"{folder}: cannot read DICOM series ({last})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{folder}: colour DICOM; a single-channel (grey) image is needed")
-    return image
 
 
 def read_manifest(manifest: Path, allow_absolute_paths: bool = False) -> list[SourceCase]:
@@ -542,10 +489,10 @@ def _import_case(case: SourceCase, build: Path, spacing_zyx, shape_zyx) -> tuple
 
     from avnbench.landmarks import estimate_landmarks, side_from_neck_axis
 
-    image = read_image_source(case.image)
-    label = read_image_source(case.label)
+    image = read_image_checked(case.image)
+    label = read_image_checked(case.label)
     image_array = sitk.GetArrayViewFromImage(image)
-    problem = intensity_problem(image_array)
+    problem = image_file_problem(case.image, image_array)
     if problem:
         raise DataError(f"{case.image}: {problem}")
     mismatch = grid_mismatch(image, label)

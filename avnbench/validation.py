@@ -10,7 +10,12 @@ raise it as a one-line error and ``check_dataset`` can collect it in a report.
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from avnbench.dataset import FILE_ENDING, LABELS, SPLITS_FILE, CaseMeta, Dataset, Geometry, load_dataset
 from avnbench.errors import DataError
 
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 ALLOWED_LABELS = (0, 1, 2)
 SPACING_RTOL = 1e-4
 ORIGIN_ATOL_MM = 1e-3
@@ -97,6 +103,183 @@ class DatasetReport(_Strict):
         return [c.case_id for c in self.cases if c.landmarks == "estimated"]
 
 
+# ----------------------------------------------------------------------------- reading
+
+
+@contextmanager
+def _native_stderr_captured() -> Iterator[list[str]]:
+    """Send what C++ code (ITK, MetaIO, GDCM) prints on file descriptor 2 to a buffer, so the
+    user sees our one line instead; the text is in the yielded list afterwards."""
+    captured: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (embedded interpreters)
+        yield captured
+        return
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            captured.append(buffer.read().decode(errors="replace"))
+
+
+def _itk_reason(error: RuntimeError, native: str, path: Path) -> str:
+    """The informative part of an ITK read error, without file/line noise or the path."""
+    lines = [line.strip() for line in native.splitlines() if line.strip()]
+    for line in str(error).splitlines():
+        line = line.strip()
+        for marker in ("ITK ERROR:", "sitk::ERROR:"):
+            if marker in line:
+                line = line.split(marker, 1)[1].strip()
+                line = line.split("): ", 1)[1] if line.startswith(("MetaImageIO(", "NiftiImageIO(", "NrrdImageIO(", "GDCMImageIO(")) else line
+                lines.append(line)
+    reason = "; ".join(dict.fromkeys(lines)) or "unreadable"
+    return reason.replace(f'"{path}"', "the file").replace(str(path), "the file")
+
+
+def read_image_checked(path: Path):
+    """Read an image file (NIfTI, NRRD, MHA) or a DICOM series folder with SimpleITK: a 3-D,
+    single-channel image, or a one-line DataError naming the path and the problem (missing,
+    unsupported, unreadable, truncated, wrong dimension)."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    path = Path(path)
+    if path.is_dir():
+        image = _read_dicom_series(path)
+    else:
+        if not path.exists():
+            raise DataError(f"{path}: file not found")
+        if not path.name.lower().endswith(IMAGE_SUFFIXES):
+            raise DataError(
+                f"{path}: unsupported image format; use NIfTI (.nii, .nii.gz), NRRD, MHA or a "
+                "DICOM series folder"
+            )
+        problem = nifti_integrity_problem(path)
+        if problem:
+            raise DataError(f"{path}: {problem}")
+        with _native_stderr_captured() as native:
+            try:
+                image = sitk.ReadImage(str(path))
+                error = None
+            except RuntimeError as e:
+                error = e
+        if error is not None:
+            raise DataError(f"{path}: cannot read image ({_itk_reason(error, ''.join(native), path)})")
+    if image.GetDimension() != 3:
+        raise DataError(f"{path}: a {image.GetDimension()}-D image; a 3-D volume is needed")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(
+            f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "a single-channel (grey) image is needed"
+        )
+    return image
+
+
+def _read_dicom_series(folder: Path):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    with _native_stderr_captured():
+        series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise DataError(f"{folder}: no DICOM series in this folder")
+    if len(series) > 1:
+        raise DataError(
+            f"{folder}: {len(series)} DICOM series in one folder; put each series in its own "
+            "folder and name that one in the manifest"
+        )
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    if len(files) < 2:
+        raise DataError(f"{folder}: the DICOM series has {len(files)} slice; a 3-D volume is needed")
+    reader.SetFileNames(files)
+    with _native_stderr_captured() as native:
+        try:
+            image, error = reader.Execute(), None
+        except RuntimeError as e:
+            image, error = None, e
+    if error is not None:
+        raise DataError(f"{folder}: cannot read DICOM series ({_itk_reason(error, ''.join(native), folder)})")
+    return image
+
+
+def _nifti_voxels(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """(stored voxel block as a flat array, None) of a NIfTI-1/2 file, or (None, problem);
+    (None, None) for files that are not NIfTI or whose data type has no numpy equivalent here."""
+    import gzip
+    import zlib
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return None, None
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except gzip.BadGzipFile:
+        return None, "not gzip-compressed although named .gz; the file is damaged or misnamed"
+    except (EOFError, zlib.error):
+        return None, "truncated or corrupt gzip stream; the file is damaged or incomplete"
+    except OSError as e:
+        return None, f"cannot read file ({e.strerror or e})"
+    for order in ("<", ">"):
+        if len(raw) < 4:
+            break
+        size = int(np.frombuffer(raw[:4], dtype=f"{order}i4")[0])
+        if size == 348 and len(raw) >= 348:  # NIfTI-1
+            code = int(np.frombuffer(raw[70:72], dtype=f"{order}i2")[0])
+            dims = np.frombuffer(raw[40:56], dtype=f"{order}i2").astype(np.int64)
+            offset = int(np.frombuffer(raw[108:112], dtype=f"{order}f4")[0])
+            break
+        if size == 540 and len(raw) >= 540:  # NIfTI-2
+            code = int(np.frombuffer(raw[12:14], dtype=f"{order}i2")[0])
+            dims = np.frombuffer(raw[16:80], dtype=f"{order}i8").astype(np.int64)
+            offset = int(np.frombuffer(raw[168:176], dtype=f"{order}i8")[0])
+            break
+    else:
+        return None, None  # not a NIfTI header; SimpleITK will say so
+    if size not in (348, 540) or not 1 <= dims[0] <= 7:
+        return None, None
+    dtype = _NIFTI_DTYPES.get(code)
+    if dtype is None:
+        return None, None
+    n_voxels = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + dims[0]]]))
+    needed = offset + n_voxels * np.dtype(dtype).itemsize
+    if len(raw) < needed:
+        return None, f"truncated: {len(raw) - offset} of {needed - offset} bytes of voxel data"
+    return np.frombuffer(raw, dtype=np.dtype(order + dtype), count=n_voxels, offset=offset), None
+
+
+# NIfTI datatype codes → numpy type codes (the scalar types SimpleITK reads).
+_NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
+
+
+def nifti_integrity_problem(path: Path) -> str | None:
+    """'truncated ...' when a NIfTI file's gzip stream or voxel block is incomplete, else None.
+
+    ITK's NIfTI reader fills a truncated file with zeros without a word; this catches it.
+    """
+    return _nifti_voxels(Path(path))[1]
+
+
+def nifti_nonfinite_count(path: Path) -> tuple[int, int] | None:
+    """(NaN count, infinite count) of a float NIfTI file's stored voxels; None when the file is
+    not a readable float NIfTI.
+
+    ITK's NIfTI reader turns NaN into 0, so a NIfTI's NaNs never reach SimpleITK's arrays; this
+    reads the stored voxel block itself.
+    """
+    voxels, _ = _nifti_voxels(Path(path))
+    if voxels is None or voxels.dtype.kind != "f":
+        return None
+    return int(np.isnan(voxels).sum()), int(np.isinf(voxels).sum())
+
+
 # ----------------------------------------------------------------------------- array checks
 
 
@@ -109,9 +292,24 @@ def intensity_problem(image_array: np.ndarray) -> str | None:
     if finite.all():
         return None
     n_nan = int(np.isnan(arr).sum())
-    n_inf = int((~finite).sum()) - n_nan
+    return nonfinite_problem(n_nan, int((~finite).sum()) - n_nan)
+
+
+def nonfinite_problem(n_nan: int, n_inf: int) -> str | None:
+    """The one-line description of NaN/infinite intensity counts, None when both are 0."""
     parts = [f"{n} {what}" for n, what in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
+    if not parts:
+        return None
     return f"{' and '.join(parts)} intensities; fix or mask them before importing"
+
+
+def image_file_problem(path: Path, image_array: np.ndarray) -> str | None:
+    """Non-finite intensities of an image read from ``path``, including the NaNs that ITK's
+    NIfTI reader silently turns into 0."""
+    counts = nifti_nonfinite_count(path)
+    if counts is not None and any(counts):
+        return nonfinite_problem(*counts)
+    return intensity_problem(image_array)
 
 
 def label_value_problem(label_array: np.ndarray) -> str | None:
@@ -237,15 +435,12 @@ def _check_case(case, grade: bool) -> tuple[CaseSummary, list[Issue], str | None
         readable=False,
     )
     try:
-        image = case.read_image()
-        label = case.read_label()
+        image = read_image_checked(case.image_path)
+        label = read_image_checked(case.label_path)
     except DataError as e:
         add("error", str(e))
         return summary, issues, None
     summary.readable = True
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        add("error", f"{case.image_path}: not a single-channel 3-D image")
-        return summary, issues, None
     mismatch = geometry_mismatch(meta.geometry, Geometry.of(image))
     if mismatch:
         add("error", f"{case.image_path}: image grid differs from cases.json: {mismatch}")
@@ -253,7 +448,7 @@ def _check_case(case, grade: bool) -> tuple[CaseSummary, list[Issue], str | None
     if mismatch:
         add("error", f"{case.label_path}: label map is not on the image's grid: {mismatch}")
     image_array = sitk.GetArrayViewFromImage(image)
-    problem = intensity_problem(image_array)
+    problem = image_file_problem(case.image_path, image_array)
     if problem:
         add("error", f"{case.image_path}: {problem}")
     label_array = sitk.GetArrayFromImage(label)
