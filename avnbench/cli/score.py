@@ -1,0 +1,126 @@
+"""``avnbench score``: score a folder of predicted label maps against a dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from avnbench.cli import cli
+
+# (metric, title, count of cases left out, count of worst cases) for the summary table
+_SEGMENTATION_ROWS = [
+    (f"{metric.format(label)}", f"{title} {label}", f"n_empty_both_{label}", f"n_empty_one_{label}")
+    for label in ("vital", "necrosis", "head")
+    for metric, title in (("dice_{}", "Dice"), ("assd_{}_mm", "ASSD mm"), ("hd95_{}_mm", "HD95 mm"),
+                          ("nsd1mm_{}", "NSD@1mm"))
+]
+_AGREEMENT_ROWS = [
+    ("necrosis_cm3_mae", "necrosis volume MAE cm³"),
+    ("necrosis_relvol_mae", "relative necrosis MAE %"),
+    ("necrosis_relvol_pearson_r", "relative necrosis Pearson r"),
+    ("necrosis_relvol_bland_altman_bias", "relative necrosis bias %"),
+    ("steinberg_accuracy", "Steinberg accuracy"),
+    ("steinberg_kappa_linear", "Steinberg κ linear"),
+    ("steinberg_kappa_quadratic", "Steinberg κ quadratic"),
+    ("jic_accuracy", "JIC accuracy"),
+    ("jic_kappa_linear", "JIC κ linear"),
+    ("jic_kappa_quadratic", "JIC κ quadratic"),
+]
+
+
+@cli.command()
+@click.option("--pred", "pred_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of predicted label maps, one {case}.nii.gz per case.")
+@click.option("--ref", "dataset_dir", required=True, type=click.Path(path_type=Path),
+              help="The avnbench dataset folder with the reference labels.")
+@click.option("--out", "out_csv", type=click.Path(path_type=Path), default=None,
+              help="Per-case CSV to write. Default: <pred>/scores.csv; the summary JSON goes "
+              "beside it as <name>.summary.json.")
+@click.option("--case", "case_ids", multiple=True,
+              help="Score only these cases (repeatable). Default: every case of the dataset.")
+@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True,
+              help="Bootstrap resamples for the 95 % confidence intervals (0: none).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--plots/--no-plots", default=True, show_default=True,
+              help="Also write the relative-volume and Bland–Altman plots beside the CSV.")
+@click.option("--force", is_flag=True, help="Overwrite existing score files.")
+def score(pred_dir: Path, dataset_dir: Path, out_csv: Path | None, case_ids: tuple[str, ...],
+          n_bootstrap: int, seed: int, plots: bool, force: bool) -> None:
+    """Score predicted label maps against a dataset: per-case CSV, summary JSON and table."""
+    import pandas as pd
+
+    from avnbench.cli.display import console
+    from avnbench.dataset import load_dataset
+    from avnbench.errors import ConfigError
+    from avnbench.scoring import score_folder
+    from avnbench.statistics import summarize_segmentation
+
+    out_csv = out_csv or pred_dir / "scores.csv"
+    if out_csv.suffix.lower() != ".csv":
+        raise ConfigError(f"--out {out_csv}: give a .csv file name")
+    summary_json = out_csv.with_name(out_csv.stem + ".summary.json")
+    plot_paths = [out_csv.with_name(out_csv.stem + s) for s in ("_relative_volume.png",
+                                                               "_bland_altman.png")]
+    outputs = [out_csv, summary_json] + (plot_paths if plots else [])
+    existing = [p for p in outputs if p.exists()]
+    if existing and not force:
+        raise ConfigError(
+            f"{existing[0]} exists; pass --force to overwrite or --out to write elsewhere"
+        )
+
+    dataset = load_dataset(dataset_dir)
+    rows = score_folder(pred_dir, dataset, list(case_ids) or None)
+    summary = summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed)
+
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out_csv, index=False)
+    payload = {
+        "dataset": dataset.name,
+        "synthetic": dataset.synthetic,
+        "predictions": str(pred_dir),
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        **summary.model_dump(),
+    }
+    summary_json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    written = [out_csv, summary_json]
+    if plots:
+        from avnbench import plots as plotting
+
+        written += [plotting.plot_relative_volume(rows, plot_paths[0]),
+                    plotting.plot_bland_altman(rows, plot_paths[1])]
+
+    console.print(_summary_table(summary.metrics, dataset.name, dataset.synthetic, len(rows)))
+    for note in summary.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    console.print("written: " + ", ".join(str(p) for p in written))
+
+
+def _summary_table(metrics: dict[str, float], dataset: str, synthetic: bool, n_cases: int):
+    from rich.table import Table
+
+    tag = " (SYNTHETIC PHANTOM, not clinical results)" if synthetic else ""
+    table = Table(title=f"{n_cases} case(s) of {dataset}{tag}")
+    for column in ("metric", "mean ± SD", "95 % CI", "left out (both empty)", "worst case (one empty)"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+
+    def fmt(name: str) -> tuple[str, str]:
+        value = metrics.get(name)
+        if value is None or not math.isfinite(value):
+            return "–", ""
+        text = f"{value:.3f}" + (f" ± {metrics[name + '_sd']:.3f}" if name + "_sd" in metrics else "")
+        ci = (f"[{metrics[name + '_ci_low']:.3f}, {metrics[name + '_ci_high']:.3f}]"
+              if name + "_ci_low" in metrics else "")
+        return text, ci
+
+    for name, title, both, one in _SEGMENTATION_ROWS:
+        text, ci = fmt(name)
+        table.add_row(title, text, ci, str(int(metrics.get(both, 0))), str(int(metrics.get(one, 0))))
+    for name, title in _AGREEMENT_ROWS:
+        text, ci = fmt(name)
+        if text != "–":
+            table.add_row(title, text, ci, "", "")
+    return table

@@ -1,0 +1,143 @@
+"""``avnbench score`` on a small dataset of NIfTI files written here with numpy and SimpleITK."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from avnbench.cli import main
+from avnbench.dataset import (
+    CasesFile,
+    CaseMeta,
+    Geometry,
+    write_cases_file,
+    write_dataset_json,
+)
+
+SHAPE = (16, 32, 32)  # z, y, x
+SPACING_ZYX = (1.0, 0.5, 0.5)
+ARCO = ["I", "II", "IIIA", "IV"]
+
+
+def label_map(case: int) -> np.ndarray:
+    grids = np.meshgrid(*(np.arange(n) * s for n, s in zip(SHAPE, SPACING_ZYX)), indexing="ij")
+    centre = (8.0 + 0.1 * case, 8.0, 8.0)
+    r = np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, centre)))
+    labels = (r <= 5.5).astype(np.uint8)
+    labels[(labels == 1) & (grids[0] > 9.0 - 0.8 * case)] = 2  # necrosis grows with the case
+    return labels
+
+
+def write_image(array: np.ndarray, path: Path, spacing_zyx=SPACING_ZYX) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(reversed(spacing_zyx)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ds") / "Dataset900_tiny"
+    metas = []
+    for k in range(4):
+        case_id = f"hip_{k:03d}"
+        labels = label_map(k)
+        write_image(labels, root / "labelsTr" / f"{case_id}.nii.gz")
+        write_image((labels * 100).astype(np.float32), root / "imagesTr" / f"{case_id}_0000.nii.gz")
+        image = sitk.ReadImage(str(root / "labelsTr" / f"{case_id}.nii.gz"))
+        metas.append(CaseMeta(case_id=case_id, patient_id=f"p{k // 2}", side="LR"[k % 2],
+                              arco=ARCO[k], geometry=Geometry.of(image)))
+    write_dataset_json(root, "tiny", len(metas), synthetic=True)
+    write_cases_file(root, CasesFile(name="tiny", synthetic=True, cases=metas))
+    return root
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def copy_predictions(dataset_dir: Path, dest: Path) -> Path:
+    shutil.copytree(dataset_dir / "labelsTr", dest)
+    return dest
+
+
+def test_scoring_a_dataset_against_itself_is_perfect(dataset_dir, tmp_path, capsys):
+    pred = copy_predictions(dataset_dir, tmp_path / "pred")
+    code, out, err = run_cli(["score", "--pred", str(pred), "--ref", str(dataset_dir),
+                              "--bootstrap", "50"], capsys)
+    assert code == 0, err
+    rows = pd.read_csv(pred / "scores.csv")
+    assert list(rows["case_id"]) == [f"hip_{k:03d}" for k in range(4)]
+    for label in ("vital", "necrosis", "head"):
+        assert (rows[f"dice_{label}"] == 1.0).all()
+        assert (rows[f"assd_{label}_mm"] == 0.0).all() and (rows[f"hd95_{label}_mm"] == 0.0).all()
+        assert (rows[f"nsd1mm_{label}"] == 1.0).all()
+    assert (rows["necrosis_relvol_ref"] == rows["necrosis_relvol_pred"]).all()
+    summary = json.loads((pred / "scores.summary.json").read_text())
+    assert summary["dataset"] == "tiny" and summary["synthetic"] is True
+    assert summary["metrics"]["dice_necrosis"] == 1.0 and summary["metrics"]["n_cases"] == 4
+    assert summary["metrics"]["steinberg_accuracy"] == 1.0
+    assert (pred / "scores_relative_volume.png").stat().st_size > 1000
+    assert "SYNTHETIC" in out and "Dice necrosis" in out
+
+    # a second run does not overwrite what the first wrote unless asked to
+    code, _, err = run_cli(["score", "--pred", str(pred), "--ref", str(dataset_dir)], capsys)
+    assert code == 2 and "exists; pass --force" in err and "Traceback" not in err
+    code, _, err = run_cli(["score", "--pred", str(pred), "--ref", str(dataset_dir), "--force",
+                            "--bootstrap", "0", "--no-plots"], capsys)
+    assert code == 0, err
+
+
+def test_a_perturbed_prediction_scores_worse(dataset_dir, tmp_path, capsys):
+    pred = copy_predictions(dataset_dir, tmp_path / "pred")
+    path = pred / "hip_002.nii.gz"
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    labels = np.where(labels == 2, 1, labels)  # necrosis missed entirely
+    labels[:, :, 1:] = labels[:, :, :-1].copy()  # and the head shifted by one voxel
+    write_image(labels.astype(np.uint8), path)
+    out_csv = tmp_path / "elsewhere" / "scores.csv"
+    code, _, err = run_cli(["score", "--pred", str(pred), "--ref", str(dataset_dir),
+                            "--out", str(out_csv), "--bootstrap", "0"], capsys)
+    assert code == 0, err
+    rows = pd.read_csv(out_csv).set_index("case_id")
+    bad = rows.loc["hip_002"]
+    assert bad["dice_necrosis"] == 0.0 and bad["empty_necrosis"] == "pred"
+    assert 0.5 < bad["dice_head"] < 1.0 and bad["assd_head_mm"] > 0 and bad["hd95_head_mm"] == 0.5
+    assert bad["steinberg_pred"] == "none" and bad["steinberg_ref"] != "none"
+    assert (rows.drop(index="hip_002")["dice_head"] == 1.0).all()
+    summary = json.loads(out_csv.with_name("scores.summary.json").read_text())["metrics"]
+    assert summary["n_empty_one_necrosis"] == 1 and summary["dice_necrosis"] == 0.75
+
+
+def test_missing_prediction_names_the_case(dataset_dir, tmp_path, capsys):
+    pred = copy_predictions(dataset_dir, tmp_path / "pred")
+    (pred / "hip_001.nii.gz").unlink()
+    code, _, err = run_cli(["score", "--pred", str(pred), "--ref", str(dataset_dir)], capsys)
+    assert code == 2
+    assert "no prediction for case hip_001" in err
+    assert len(err.strip().splitlines()) == 1 and not (pred / "scores.csv").exists()
+
+
+def test_mismatched_geometry_names_the_case(dataset_dir, tmp_path, capsys):
+    pred = copy_predictions(dataset_dir, tmp_path / "pred")
+    write_image(label_map(3), pred / "hip_003.nii.gz", spacing_zyx=(1.0, 0.5, 0.6))
+    code, _, err = run_cli(["score", "--pred", str(pred), "--ref", str(dataset_dir)], capsys)
+    assert code == 2
+    assert "case hip_003: prediction geometry does not match" in err and "spacing" in err
+    assert len(err.strip().splitlines()) == 1
+
+    write_image(label_map(3)[:-1], pred / "hip_003.nii.gz")
+    code, _, err = run_cli(["score", "--pred", str(pred), "--ref", str(dataset_dir)], capsys)
+    assert code == 2 and "case hip_003" in err and "size" in err
