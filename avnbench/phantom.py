@@ -742,9 +742,9 @@ class _CaseBuilder:
 def _shape_params(rng: np.random.Generator, plan: CasePlan, target_percent: float) -> dict:
     collapsed = plan.stage in ("IIIA", "IIIB")
     if plan.stage == "IIIA":
-        collapse = rng.uniform(0.9, 1.5)
+        collapse = rng.uniform(0.5, 1.1)
     elif plan.stage == "IIIB":
-        collapse = rng.uniform(2.8, 4.5)
+        collapse = rng.uniform(3.0, 4.5)
     else:
         collapse = 0.0
     mitchell_p = [0.2, 0.0, 0.3, 0.5] if collapsed else [0.7, 0.1, 0.1, 0.1]
