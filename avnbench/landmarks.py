@@ -6,7 +6,7 @@ the medial end of the weight-bearing portion. When a dataset gives none, they ar
 - head centre and radius: a least-squares sphere fit to the boundary voxels of labels > 0, leaving
   out the flat neck-cut face (boundary points whose outward normal is within 30° of the neck
   axis n; n is the dominant normal direction of the boundary, which a cut face has and a sphere
-  does not);
+  does not), then refitted without outlying points (a collapsed, flattened dome);
 - patient axes: from the physical frame, which SimpleITK reads as LPS (x to the patient's left,
   y posterior, z superior), and the side of the hip;
 - acetabular lateral edge and weight-bearing medial point: ASSUMED, not measured. They are placed
@@ -66,6 +66,21 @@ def fit_sphere(points_mm: np.ndarray) -> tuple[np.ndarray, float]:
     sol, *_ = np.linalg.lstsq(a, b, rcond=None)
     centre = sol[:3]
     radius = float(np.sqrt(max(sol[3] + centre @ centre, 0.0)))
+    return centre, radius
+
+
+def fit_robust_sphere(points_mm: np.ndarray, rounds: int = 3) -> tuple[np.ndarray, float]:
+    """Sphere fit that drops outlying points (|residual| > 2.5 robust SD, at least 0.3 mm) and
+    refits: a collapsed, flattened dome then no longer pulls the centre (mm, mm)."""
+    points = np.asarray(points_mm, dtype=float)
+    centre, radius = fit_sphere(points)
+    for _ in range(rounds):
+        residual = np.linalg.norm(points - centre, axis=1) - radius
+        spread = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+        inliers = np.abs(residual - np.median(residual)) <= max(2.5 * spread, 0.3)
+        if inliers.sum() < 20:
+            break
+        centre, radius = fit_sphere(points[inliers])
     return centre, radius
 
 
@@ -138,7 +153,7 @@ def estimate_landmarks(
         away_from_face = normals @ neck < np.cos(np.deg2rad(NECK_FACE_EXCLUSION_DEG))
         if away_from_face.sum() >= 20:
             points = points[away_from_face]
-    centre, radius = fit_sphere(points)
+    centre, radius = fit_robust_sphere(points)
     axes = patient_axes_lps(side)
     lateral, superior = np.asarray(axes.lateral), np.asarray(axes.superior)
     lcea, theta_med = np.deg2rad(lcea_deg), np.deg2rad(theta_med_deg)

@@ -344,3 +344,25 @@ def test_nan_in_a_nifti_source_is_found_though_itk_reads_it_as_zero(tmp_path):
     with pytest.raises(DataError, match=r"a.nii.gz: 1 NaN intensities"):
         import_dataset(tmp_path / "m.csv", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_phantom_round_trip_through_nnunet_raw_without_cases_json(tmp_path):
+    from avnbench.phantom import synthesize
+
+    phantom = synthesize(tmp_path / "ph", n_cases=2, seed=5, shape=(40, 80, 80))
+    (tmp_path / "ph" / "cases.json").unlink()
+    spacing = phantom.cases[0].meta.geometry.spacing_zyx
+    import_dataset(tmp_path / "ph", tmp_path / "out", target_spacing_zyx=spacing, target_shape_zyx=(40, 80, 80))
+    imported = load_dataset(tmp_path / "out")
+    for before, after in zip(phantom.cases, imported.cases):
+        assert after.meta.side == before.meta.side  # inferred from the neck cut
+        assert after.meta.steinberg == before.meta.steinberg  # computed, on the same lattice
+        assert after.meta.grade_sources["steinberg"] == "computed"
+        assert after.meta.landmarks.estimated
+        shift = np.subtract(after.meta.landmarks.head_center_mm, before.meta.landmarks.head_center_mm)
+        assert np.linalg.norm(shift) < 0.8
+        # the physical content is the same: every head voxel lands on the same physical point
+        head_before = before.meta.geometry.index_to_physical(np.argwhere(before.label_array() == 2))
+        head_after = after.meta.geometry.index_to_physical(np.argwhere(after.label_array() == 2))
+        assert abs(len(head_after) - len(head_before)) <= 0.01 * len(head_before)
+        np.testing.assert_allclose(head_after.mean(0), head_before.mean(0), atol=0.3)

@@ -119,3 +119,20 @@ def test_patient_axes_are_orthonormal():
         axes = patient_axes_lps(side)
         m = np.array([axes.lateral, axes.anterior, axes.superior])
         np.testing.assert_allclose(m @ m.T, np.eye(3))
+
+
+@pytest.fixture(scope="module")
+def phantom_cases():
+    from avnbench.phantom import generate_case, plan_case
+
+    return [generate_case(plan_case(i), shape=(40, 80, 80), seed=i) for i in range(3)]
+
+
+def test_estimates_match_the_phantoms_own_landmarks(phantom_cases):
+    for case in phantom_cases:
+        truth = case.meta.landmarks
+        est = estimate_landmarks(case.labels, case.meta.geometry, case.meta.side)
+        assert np.linalg.norm(np.subtract(est.head_center_mm, truth.head_center_mm)) < 0.8
+        assert est.head_radius_mm == pytest.approx(truth.head_radius_mm, abs=0.6)
+        assert est.patient_axes == truth.patient_axes  # the phantom's physical frame is LPS too
+        assert side_from_neck_axis(case.labels, case.meta.geometry) == case.meta.side
