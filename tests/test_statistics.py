@@ -1,0 +1,211 @@
+"""Run statistics against scikit-learn/scipy and the hand-checked numbers of metrics.md §11–12."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+from avnbench.errors import DataError
+from avnbench.statistics import (
+    _auc_rows,
+    _confusion_rows,
+    _kappa_from_confusion,
+    _pearson_rows,
+    holm,
+    ordinal_agreement,
+    paired_comparison,
+    summarize_classification,
+    summarize_segmentation,
+)
+
+# metrics.md §12 T6
+T6_TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+T6_PRED = [0, 0, 1, 2, 1, 1, 0, 2, 2, 1]
+ABC = ["A", "B", "C"]
+
+
+def segmentation_rows(n: int = 12, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        relvol_ref = float(rng.uniform(0, 45))
+        relvol_pred = float(np.clip(relvol_ref + rng.normal(0, 4), 0, 100))
+        rows.append({
+            "case_id": f"c{i:02d}",
+            "dice_vital": float(rng.uniform(0.8, 0.98)), "empty_vital": "none",
+            "dice_necrosis": float(rng.uniform(0.5, 0.9)), "empty_necrosis": "none",
+            "assd_necrosis_mm": float(rng.uniform(0.3, 2.0)),
+            "necrosis_cm3_ref": relvol_ref / 10, "necrosis_cm3_pred": relvol_pred / 10 + 0.05,
+            "necrosis_relvol_ref": relvol_ref, "necrosis_relvol_pred": relvol_pred,
+            "steinberg_ref": ABC[T6_TRUE[i % 10]], "steinberg_pred": ABC[T6_PRED[i % 10]],
+            "jic_ref": None, "jic_pred": None,
+            "arco_ref": ["I", "II", "IIIA", "IIIB", "IV"][i % 5],
+        })
+    return rows
+
+
+def test_t6_steinberg_agreement_matches_the_hand_numbers():
+    rows = [{"case_id": str(i), "steinberg_ref": ABC[t], "steinberg_pred": ABC[p]}
+            for i, (t, p) in enumerate(zip(T6_TRUE, T6_PRED))]
+    summary = summarize_segmentation(rows, n_bootstrap=0)
+    m = summary.metrics
+    assert m["steinberg_accuracy"] == pytest.approx(0.6)
+    assert m["steinberg_kappa"] == pytest.approx(0.402985, abs=1e-6)
+    assert m["steinberg_kappa_linear"] == pytest.approx(0.431818, abs=1e-6)
+    assert m["steinberg_kappa_quadratic"] == pytest.approx(0.461538, abs=1e-6)
+    table = summary.tables["steinberg_confusion"]
+    assert table["labels"] == ["none", "A", "B", "C"]
+    assert [row[1:] for row in table["matrix"][1:]] == [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
+
+
+def test_full_label_list_is_passed_to_the_kappa():
+    # metrics.md §11: an ARCO stage missing from both vectors must not change the weights
+    a, b = [1, 0, 1, 4, 1, 4, 1, 4], [0, 1, 0, 0, 4, 4, 0, 4]
+    agreement = ordinal_agreement(a, b, 5)
+    assert agreement["kappa_linear"] == pytest.approx(0.2787, abs=1e-4)
+    assert agreement["kappa_quadratic"] == pytest.approx(0.4082, abs=1e-4)
+    assert cohen_kappa_score(a, b, weights="linear") == pytest.approx(0.0968, abs=1e-4)
+    # an absent category at the end of the scale ("none" below A) changes nothing
+    shifted = ordinal_agreement([t + 1 for t in T6_TRUE], [p + 1 for p in T6_PRED], 4)
+    plain = ordinal_agreement(T6_TRUE, T6_PRED, 3)
+    assert shifted == pytest.approx(plain)
+
+
+def test_classification_summary_matches_sklearn():
+    probs = np.random.default_rng(3).dirichlet(np.ones(3), size=10)
+    rows = [{"case_id": str(i), "steinberg_ref": ABC[t], "steinberg_pred": ABC[p],
+             **{f"prob_{c}": float(probs[i, k]) for k, c in enumerate(ABC)}}
+            for i, (t, p) in enumerate(zip(T6_TRUE, T6_PRED))]
+    summary = summarize_classification(rows, ABC, n_bootstrap=200, seed=1, prefix="steinberg")
+    m = summary.metrics
+    assert m["steinberg_macro_precision"] == pytest.approx(0.6111, abs=1e-4)
+    assert m["steinberg_macro_recall"] == pytest.approx(0.6111, abs=1e-4)
+    assert m["steinberg_macro_f1"] == pytest.approx(0.6032, abs=1e-4)
+    assert m["steinberg_kappa_linear"] == pytest.approx(0.431818, abs=1e-6)
+    expected_auc = roc_auc_score(T6_TRUE, probs, multi_class="ovr", average="macro", labels=[0, 1, 2])
+    assert m["steinberg_macro_auc"] == pytest.approx(expected_auc, rel=1e-12)
+    assert summary.tables["steinberg_confusion"]["matrix"] == [[2, 1, 1], [1, 2, 0], [0, 1, 2]]
+    for name in ("steinberg_accuracy", "steinberg_kappa_linear", "steinberg_macro_auc"):
+        assert m[f"{name}_ci_low"] <= m[name] <= m[f"{name}_ci_high"]
+
+
+def test_classification_with_a_class_absent_from_the_reference():
+    classes = ["A", "B", "C1", "C2"]
+    rows = [{"case_id": str(i), "jic_ref": r, "prob_A": pa, "prob_B": 1 - pa, "prob_C1": 0.0,
+             "prob_C2": 0.0}
+            for i, (r, pa) in enumerate([("A", 0.9), ("A", 0.6), ("B", 0.3), ("B", 0.7), (None, 0.5)])]
+    summary = summarize_classification(rows, classes, n_bootstrap=100)
+    m = summary.metrics
+    assert m["n_cases"] == 5 and m["n_cases_scored"] == 4
+    assert m["jic_accuracy"] == pytest.approx(0.75)  # argmax of the probabilities: A, A, B, A
+    assert m["jic_macro_auc"] == pytest.approx(0.75)  # A and B only; C1/C2 have no positives
+    assert "jic_auc_C1" not in m and any("averaged over 2 of 4" in n for n in summary.notes)
+    with pytest.raises(DataError, match="unknown jic class 'D'"):
+        summarize_classification([{"jic_ref": "D", "prob_A": 1, "prob_B": 0, "prob_C1": 0,
+                                   "prob_C2": 0}], classes, 0)
+
+
+def test_segmentation_summary_matches_scipy():
+    rows = segmentation_rows()
+    summary = summarize_segmentation(rows, n_bootstrap=300, seed=4)
+    m = summary.metrics
+    frame = pd.DataFrame(rows)
+    assert m["n_cases"] == 12
+    assert m["dice_vital"] == pytest.approx(frame["dice_vital"].mean())
+    assert m["dice_vital_sd"] == pytest.approx(frame["dice_vital"].std(ddof=1))
+    ref, pred = frame["necrosis_relvol_ref"].to_numpy(), frame["necrosis_relvol_pred"].to_numpy()
+    assert m["necrosis_relvol_pearson_r"] == pytest.approx(stats.pearsonr(ref, pred).statistic)
+    assert m["necrosis_relvol_ttest_p"] == pytest.approx(stats.ttest_rel(pred, ref).pvalue)
+    diff = pred - ref
+    assert m["necrosis_relvol_bland_altman_bias"] == pytest.approx(diff.mean())
+    assert m["necrosis_relvol_bland_altman_loa_high"] == pytest.approx(diff.mean() + 1.96 * diff.std(ddof=1))
+    cm3_ref, cm3_pred = frame["necrosis_cm3_ref"].to_numpy(), frame["necrosis_cm3_pred"].to_numpy()
+    assert m["necrosis_cm3_mae"] == pytest.approx(np.abs(cm3_pred - cm3_ref).mean())
+    early = frame["arco_ref"].isin(["I", "II"]).to_numpy()
+    expected = stats.mannwhitneyu(ref[early], ref[~early], alternative="two-sided").pvalue
+    assert m["necrosis_relvol_early_vs_advanced_p_ref"] == pytest.approx(expected)
+    assert m["n_arco_early"] == 6 and m["n_arco_advanced"] == 6
+    assert m["dice_necrosis_ci_low"] < m["dice_necrosis"] < m["dice_necrosis_ci_high"]
+    assert all(math.isfinite(v) for v in m.values())
+    assert "jic_accuracy" not in m and any("jic" in n for n in summary.notes)
+
+    # the same rows read back from a CSV (None -> NaN) give the same summary; the seed decides
+    again = summarize_segmentation(pd.read_csv(_to_csv(rows)), n_bootstrap=300, seed=4)
+    assert again.metrics == pytest.approx(m)
+    other = summarize_segmentation(rows, n_bootstrap=300, seed=5)
+    assert other.metrics["dice_vital_ci_low"] != m["dice_vital_ci_low"]
+
+
+def _to_csv(rows):
+    import io
+
+    buffer = io.StringIO()
+    pd.DataFrame(rows).to_csv(buffer, index=False)
+    buffer.seek(0)
+    return buffer
+
+
+def test_degenerate_inputs_leave_metrics_out_with_a_note():
+    assert summarize_segmentation([], n_bootstrap=10).metrics == {"n_cases": 0.0}
+    one = summarize_segmentation(segmentation_rows(1), n_bootstrap=10)
+    assert "dice_vital_sd" not in one.metrics and "necrosis_relvol_pearson_r" not in one.metrics
+    assert one.metrics["dice_vital"] == segmentation_rows(1)[0]["dice_vital"]
+    assert all(math.isfinite(v) for v in one.metrics.values())
+    assert any("2+ cases" in n for n in one.notes)
+
+
+def test_bootstrap_forms_match_the_libraries():
+    rng = np.random.default_rng(8)
+    ref, pred = rng.integers(0, 4, size=(50, 30)), rng.integers(0, 4, size=(50, 30))
+    cm = _confusion_rows(ref, pred, 4)
+    for weights in (None, "linear", "quadratic"):
+        ours = _kappa_from_confusion(cm, weights)
+        for b in range(0, 50, 7):
+            expected = cohen_kappa_score(ref[b], pred[b], labels=[0, 1, 2, 3], weights=weights)
+            assert ours[b] == pytest.approx(expected, abs=1e-12)
+    x, y = rng.normal(size=(20, 15)), rng.normal(size=(20, 15))
+    x[0, :3] = np.nan
+    r = _pearson_rows(x, y)
+    assert r[1] == pytest.approx(np.corrcoef(x[1], y[1])[0, 1])
+    assert r[0] == pytest.approx(np.corrcoef(x[0, 3:], y[0, 3:])[0, 1])
+    assert np.isnan(_pearson_rows(np.ones((1, 5)), y[:1, :5])[0])
+    # metrics.md §12 T6 cumulative AUC: necrosis ratio scores for A vs ≥B and ≤B vs C
+    scores = np.array([[.05, .10, .14, .20, .16, .25, .12, .40, .33, .28]])
+    grades = np.array([T6_TRUE])
+    assert _auc_rows(grades >= 1, scores)[0] == pytest.approx(0.875)
+    assert _auc_rows(grades >= 2, scores)[0] == pytest.approx(1.0)
+    tied = np.array([[0.1, 0.5, 0.5, 0.9, 0.5]])
+    labels = np.array([[0, 1, 0, 1, 1]], dtype=bool)
+    assert _auc_rows(labels, tied)[0] == pytest.approx(roc_auc_score(labels[0], tied[0]))
+
+
+def test_holm_by_hand():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_paired_comparison_matches_scipy_wilcoxon():
+    rng = np.random.default_rng(11)
+    a = [{"case_id": f"c{i}", "dice": float(v), "assd": float(w)}
+         for i, (v, w) in enumerate(zip(rng.uniform(0.7, 0.9, 15), rng.uniform(0, 2, 15)))]
+    b = [dict(r, dice=r["dice"] + 0.05 + 0.01 * rng.normal(), assd=r["assd"]) for r in a]
+    b = list(reversed(b)) + [{"case_id": "extra", "dice": 0.1, "assd": 9.0}]  # order, extra case
+    b[0]["dice"] = float("nan")  # left out of that metric's pairs
+    result = paired_comparison(a, b, ["dice", "assd"])
+    x = np.array([r["dice"] for r in a])[:-1]
+    pairs = {r["case_id"]: r["dice"] for r in b}
+    y = np.array([pairs[r["case_id"]] for r in a[:-1]])
+    expected = stats.wilcoxon(x, y)
+    assert result["dice"]["n"] == 14
+    assert result["dice"]["p_value"] == pytest.approx(expected.pvalue)
+    assert result["dice"]["mean_diff"] == pytest.approx((x - y).mean())
+    assert result["assd"]["p_value"] == 1.0 and result["assd"]["n"] == 15  # identical values
+    assert result["dice"]["p_holm"] == pytest.approx(min(1.0, 2 * expected.pvalue))
+    assert result["dice"]["significant"] and not result["assd"]["significant"]
+    empty = paired_comparison(a, [], ["dice"])
+    assert empty["dice"]["n"] == 0 and empty["dice"]["p_holm"] is None
