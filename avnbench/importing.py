@@ -16,6 +16,7 @@ folder beside ``out`` and moved into place at the end, so a failure leaves ``out
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import shutil
@@ -115,7 +116,7 @@ def read_manifest(manifest: Path, allow_absolute_paths: bool = False) -> list[So
         text = manifest.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{manifest}: not a UTF-8 text file; save the manifest as UTF-8 CSV") from None
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in (reader.fieldnames or []) if c is not None]
     if not columns:
         raise DataError(f"{manifest}: empty manifest; it needs a header row {', '.join(MANIFEST_REQUIRED)}")
@@ -132,7 +133,8 @@ def read_manifest(manifest: Path, allow_absolute_paths: bool = False) -> list[So
             f"{', '.join(MANIFEST_REQUIRED + MANIFEST_OPTIONAL)}"
         )
     cases: list[SourceCase] = []
-    for row_number, raw in enumerate(reader, start=2):
+    for raw in reader:
+        row_number = reader.line_num
         if raw.get(None):
             raise DataError(f"{manifest}:{row_number}: more values than columns")
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
