@@ -9,6 +9,7 @@ lines and the acetabular edge). A case without landmarks is shown on the array's
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ def _planes(case: Case, image: np.ndarray, labels: np.ndarray, pixel_mm: float):
         sz, sy, sx = meta.geometry.spacing_zyx
         h_extent = image.shape[2] * sx
         return [
-            ("axial (array middle slice)", image[z], labels[z], (0, h_extent, 0, image.shape[1] * sy), "x (mm)", "y (mm)"),
-            ("coronal (array middle row)", image[:, y], labels[:, y], (0, h_extent, 0, image.shape[0] * sz), "x (mm)", "z (mm)"),
+            ("axial (array middle slice)", image[z], labels[z], (0, h_extent, 0, image.shape[1] * sy), "array x (mm)", "array y (mm)"),
+            ("coronal (array middle row)", image[:, y], labels[:, y], (0, h_extent, 0, image.shape[0] * sz), "array x (mm)", "array z (mm)"),
         ]
     axes = meta.landmarks.patient_axes
     out = []
@@ -75,16 +76,7 @@ def render_preview(dataset: Dataset | Path | str, case_id: str, out_png: Path | 
         ax.set_ylabel(v_name)
         if title == "mid-coronal":
             _draw_jic_boundaries(ax, meta)
-    provenance = "synthetic phantom" if dataset.synthetic else "imported data"
-    grades = f"Steinberg {meta.steinberg or '-'}, JIC {meta.jic or '-'}, ARCO {meta.arco or '-'}"
-    landmark_note = ""
-    if meta.landmarks is not None and meta.landmarks.estimated:
-        landmark_note = " (landmarks estimated)"
-    fig.suptitle(
-        f"{dataset.name}: case {case.case_id} ({meta.side} hip, patient {meta.patient_id}) — "
-        f"{provenance}\n{grades}{landmark_note}",
-        fontsize=11,
-    )
+    fig.suptitle(preview_title(dataset, case), fontsize=11)
     fig.legend(
         handles=[Patch(color=VITAL_RGBA, label="vital (1)"), Patch(color=NECROSIS_RGBA, label="necrosis (2)")],
         loc="lower center",
@@ -94,8 +86,32 @@ def render_preview(dataset: Dataset | Path | str, case_id: str, out_png: Path | 
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
+    # Written beside and renamed, so a failed save never leaves half a PNG in place.
+    partial = out_png.with_name(f".{out_png.name}.partial")
+    try:
+        fig.savefig(partial, format="png")
+        os.replace(partial, out_png)
+    finally:
+        partial.unlink(missing_ok=True)
     return out_png
+
+
+def preview_title(dataset: Dataset, case: Case) -> str:
+    """Two lines: dataset, case, side, patient and provenance ("synthetic phantom" or "imported
+    data"); then the reference grades and whether the landmarks are estimated."""
+    meta = case.meta
+    provenance = "synthetic phantom" if dataset.synthetic else "imported data"
+    grades = f"Steinberg {meta.steinberg or '-'}, JIC {meta.jic or '-'}, ARCO {meta.arco or '-'}"
+    if meta.landmarks is None:
+        note = " (no landmarks: array middle slices)"
+    elif meta.landmarks.estimated:
+        note = " (landmarks estimated)"
+    else:
+        note = ""
+    return (
+        f"{dataset.name}: case {case.case_id} ({meta.side} hip, patient {meta.patient_id}) — "
+        f"{provenance}\n{grades}{note}"
+    )
 
 
 def _draw_jic_boundaries(ax, meta) -> None:

@@ -313,3 +313,27 @@ def test_preview_errors(source, tmp_path, capsys):
     assert_one_line_error(code, err, "PNG")
     code, _, err = run_main(["data", "check", str(tmp_path / "missing")], capsys)
     assert_one_line_error(code, err, "dataset folder not found")
+
+
+def test_preview_without_landmarks_and_titles(source, tmp_path, capsys):
+    import json
+
+    from avnbench.dataset import load_dataset
+    from avnbench.preview import preview_title
+
+    out = tmp_path / "ds"
+    assert _import(source, out, capsys, "--name", "hips")[0] == 0
+    ds = load_dataset(out)
+    assert preview_title(ds, ds["c0"]).startswith("hips: case c0 (L hip, patient p0) — imported data\n")
+    assert "Steinberg A" in preview_title(ds, ds["c0"]) and "(landmarks estimated)" in preview_title(ds, ds["c0"])
+    cases = json.loads((out / "cases.json").read_text())
+    cases["synthetic"] = True
+    cases["cases"][1]["landmarks"] = None
+    (out / "cases.json").write_text(json.dumps(cases))
+    ds = load_dataset(out)
+    assert "— synthetic phantom\n" in preview_title(ds, ds["c1"])
+    assert "no landmarks" in preview_title(ds, ds["c1"])
+    png = tmp_path / "prev" / "c1.png"
+    code, stdout, err = run_main(["data", "preview", str(out), "--case", "c1", "--out", str(png)], capsys)
+    assert code == 0, err
+    assert png.read_bytes()[:4] == b"\x89PNG" and not list(png.parent.glob(".*partial"))
