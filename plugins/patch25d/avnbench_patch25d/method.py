@@ -1,0 +1,414 @@
+"""``patch25d-cnn``: seed 003's triplanar 2.5D patch CNN, three classes, dense inference.
+
+torch is imported inside functions (and in :mod:`avnbench_patch25d.network`, which is imported
+only there) so that ``avnbench methods`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from avnbench.dataset import Case
+from avnbench.errors import ConfigError
+from avnbench.methods import Method, MethodCard, MethodConfig, SegmentationPrediction
+
+MODEL_FILE = "model.pt"
+ARCHITECTURE_FILE = "model.json"
+POSTPROCESS_FILE = "postprocess.json"
+MAX_POOL_VOXELS = 200_000  # per case and class: bounds the sampling index memory on big volumes
+
+
+class Patch25dConfig(MethodConfig):
+    """Hyper-parameters of ``patch25d-cnn``; the defaults are the ``quick`` preset."""
+
+    PRESETS = {
+        "smoke": {
+            "channels": (8, 16, 16),
+            "hidden_units": 32,
+            "epochs": 3,
+            "iterations_per_epoch": 60,
+            "batch_size": 64,
+            "val_patches": 600,
+        },
+        "quick": {},
+        "paper": {
+            "channels": (32, 64, 64),
+            "hidden_units": 256,
+            "conv_dropout": 0.5,
+            "fc_dropout": 0.5,
+            "epochs": 62,
+            "iterations_per_epoch": 2000,
+            "batch_size": 256,
+            "learning_rate": 1e-4,
+            "momentum": 0.9,
+            "val_patches": 20_000,
+        },
+    }
+
+    channels: tuple[int, int, int] = Field(
+        default=(16, 32, 32), description="output channels of the three 3×3 convolutions (per plane)"
+    )
+    hidden_units: int = Field(default=64, gt=0, description="units of the first fully connected layer")
+    conv_dropout: float = Field(
+        default=0.1, ge=0, lt=1, description="dropout rate after each plane's last convolution"
+    )
+    fc_dropout: float = Field(default=0.5, ge=0, lt=1, description="dropout rate after the first FC layer")
+    bias_init: float = Field(default=0.1, description="initial value of every bias (study: 0.1)")
+    epochs: int = Field(default=6, gt=0, description="training epochs")
+    iterations_per_epoch: int = Field(default=60, gt=0, description="SGD steps per epoch")
+    batch_size: int = Field(default=256, gt=0, description="voxels (patch triplets) per SGD step")
+    learning_rate: float = Field(default=0.02, gt=0, description="SGD learning rate")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(
+        default=5e-4, ge=0, description="L2 regularisation of kernel weights (not biases)"
+    )
+    class_fractions: tuple[float, float, float] = Field(
+        default=(0.5, 0.25, 0.25),
+        description="share of background, vital and necrosis voxels in every batch "
+        "(class-balanced sampling; background gets more for its variety)",
+    )
+    hard_negative_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of the background samples drawn within hard_negative_margin_mm of the head",
+    )
+    hard_negative_margin_mm: float = Field(
+        default=6.0, gt=0, description="distance from the head (mm) of the hard-negative band"
+    )
+    class_weighted_loss: bool = Field(
+        default=True,
+        description="weight the cross-entropy by the inverse sampling share of each class, so "
+        "every class counts equally whatever class_fractions is",
+    )
+    val_patches: int = Field(
+        default=3000, ge=0, description="class-balanced validation voxels for picking the best epoch"
+    )
+    min_cluster_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="post-processing removes head clusters smaller than this fraction of the "
+        "smallest femoral head among the training labels",
+    )
+    opening_iterations: int = Field(
+        default=1, ge=0, description="binary opening iterations (6-neighbour structure)"
+    )
+    inference_plane_batch: int = Field(
+        default=32, gt=0, description="planes evaluated at once in dense inference (memory bound)"
+    )
+    amp: bool = Field(default=True, description="mixed precision (float16) on CUDA; ignored on CPU")
+
+    @field_validator("class_fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in v) or sum(v) <= 0:
+            raise ValueError("class_fractions must be non-negative and not all zero")
+        return tuple(f / sum(v) for f in v)  # type: ignore[return-value]
+
+
+class Patch25dCNN(Method):
+    """Seed 003's 7-layer triplanar patch CNN with exact dense (fully convolutional) inference."""
+
+    card = MethodCard(
+        name="patch25d-cnn",
+        task="segmentation",
+        description=(
+            "7-layer CNN classifying every voxel from its axial, coronal and sagittal 32×32 "
+            "patches (2.5D, one 2-D tower per plane, fused at the fully connected layers); "
+            "3 classes with class-balanced sampling and loss; whole volumes predicted by exact "
+            "dense 'à trous' evaluation; ROC (Youden) cut-off for head vs background on the "
+            "inner validation cases; cluster removal, hole filling and opening."
+        ),
+        citation=(
+            "Hallyburton S, Chang G, Honig S, Cho K, Deniz CM. Automatic Segmentation of MR "
+            "Images of the Proximal Femur Using Deep Learning. Proc. Intl. Soc. Mag. Reson. "
+            "Med. 25 (ISMRM 2017), abstract 3860."
+        ),
+        reference="https://submissions.mirasmart.com/ISMRM2017/ViewSubmission.aspx?sbmID=3860",
+    )
+    Config = Patch25dConfig
+
+    # ----------------------------------------------------------------------------------------
+    def fit(
+        self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str
+    ) -> None:
+        """Train the network on class-balanced voxel samples, pick the best epoch on
+        ``val_cases``, then choose the head cut-off by ROC on ``val_cases``."""
+        import torch
+
+        from avnbench_patch25d import network as net
+        from avnbench_patch25d.postprocess import plot_roc, smallest_component_mm3, youden_cutoff
+
+        cfg: Patch25dConfig = self.config  # type: ignore[assignment]
+        if not train_cases:
+            raise ConfigError("patch25d-cnn needs at least one training case")
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        torch_device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+
+        train = [_SampledCase.load(c, cfg, torch_device) for c in train_cases]
+        val = [_SampledCase.load(c, cfg, torch_device) for c in val_cases]
+        fractions = _available_fractions(cfg.class_fractions, train)
+        loss_weights = torch.tensor(
+            [1.0 / f if f > 0 else 0.0 for f in fractions], dtype=torch.float32, device=torch_device
+        )
+        loss_weights = loss_weights / loss_weights[loss_weights > 0].mean()
+        if not cfg.class_weighted_loss:
+            loss_weights = (loss_weights > 0).float()
+        val_fractions = _available_fractions((1 / 3, 1 / 3, 1 / 3), val) if val else None
+        val_batch = (
+            _draw_batch(val, val_fractions, cfg.val_patches, cfg, rng, torch_device)
+            if val and cfg.val_patches
+            else None
+        )
+
+        model = net.TriplanarPatchCNN(
+            cfg.channels, cfg.hidden_units, cfg.conv_dropout, cfg.fc_dropout, cfg.bias_init
+        ).to(torch_device)
+        kernels = [p for n, p in model.named_parameters() if n.endswith("weight")]
+        biases = [p for n, p in model.named_parameters() if not n.endswith("weight")]
+        optimiser = torch.optim.SGD(
+            [{"params": kernels, "weight_decay": cfg.weight_decay}, {"params": biases, "weight_decay": 0.0}],
+            lr=cfg.learning_rate,
+            momentum=cfg.momentum,
+        )
+        use_amp = cfg.amp and torch_device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        criterion = torch.nn.CrossEntropyLoss(weight=loss_weights)
+
+        best_loss, best_epoch, best_state = float("inf"), cfg.epochs - 1, None
+        started = time.perf_counter()
+        for epoch in range(cfg.epochs):
+            model.train()
+            losses = []
+            for _ in range(cfg.iterations_per_epoch):
+                patches, targets = _draw_batch(train, fractions, cfg.batch_size, cfg, rng, torch_device)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                    loss = criterion(model(patches).float(), targets)
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+                losses.append(float(loss.detach()))
+            train_loss = float(np.mean(losses))
+            if self.log:
+                self.log.metric("train_loss", train_loss, step=epoch)
+            if val_batch is not None:
+                val_loss = _evaluate_loss(model, val_batch, criterion)
+                if self.log:
+                    self.log.metric("val_loss", val_loss, step=epoch)
+                if val_loss < best_loss:
+                    best_loss, best_epoch = val_loss, epoch
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        torch.save(model.state_dict(), workdir / MODEL_FILE)
+        (workdir / ARCHITECTURE_FILE).write_text(
+            json.dumps({"channels": list(cfg.channels), "hidden_units": cfg.hidden_units})
+        )
+
+        # The study's cut-off: ROC of P(head) against the reference head on held-out cases.
+        roc = None
+        if val:
+            head_prob = [
+                _dense_probabilities(model, c.padded, cfg, use_amp).numpy() for c in val
+            ]
+            roc = youden_cutoff(
+                np.concatenate([(c.labels > 0).ravel() for c in val]),
+                np.concatenate([(p[1] + p[2]).ravel() for p in head_prob]),
+            )
+        cutoff = roc.cutoff if roc else _fallback_cutoff()
+        min_cluster_mm3 = cfg.min_cluster_fraction * smallest_component_mm3(
+            [c.labels for c in train], [c.spacing for c in train]
+        )
+        post = {
+            "head_cutoff": cutoff,
+            "cutoff_source": "roc_youden_val_cases" if roc else "fallback_0.5_no_roc",
+            "min_cluster_mm3": min_cluster_mm3,
+            "opening_iterations": cfg.opening_iterations,
+        }
+        (workdir / POSTPROCESS_FILE).write_text(json.dumps(post, indent=2))
+        if self.log:
+            self.log.param("head_cutoff", round(cutoff, 6))
+            self.log.param("cutoff_source", post["cutoff_source"])
+            self.log.param("min_cluster_mm3", round(min_cluster_mm3, 3))
+            self.log.param("best_epoch", best_epoch)
+            self.log.metric("train_seconds", time.perf_counter() - started, step=0)
+            if roc:
+                self.log.metric("val_roc_auc_head", roc.auc, step=0)
+                self.log.metric("val_roc_sensitivity_head", roc.sensitivity, step=0)
+                self.log.metric("val_roc_specificity_head", roc.specificity, step=0)
+                plot_roc(roc, self.log.artifact("roc_head.png"), "femoral head vs background (val)")
+
+    # ----------------------------------------------------------------------------------------
+    def predict(
+        self, cases: Sequence[Case], workdir: Path, device: str
+    ) -> Iterator[SegmentationPrediction]:
+        """Dense probabilities of every voxel, then the fitted cut-off and post-processing."""
+        import torch
+
+        from avnbench_patch25d import network as net
+        from avnbench_patch25d.postprocess import label_map
+
+        cfg: Patch25dConfig = self.config  # type: ignore[assignment]
+        workdir = Path(workdir)
+        files = [workdir / f for f in (MODEL_FILE, ARCHITECTURE_FILE, POSTPROCESS_FILE)]
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise ConfigError(
+                f"{workdir}: no trained patch25d-cnn model ({', '.join(missing)} missing); run fit first"
+            )
+        architecture = json.loads(files[1].read_text())
+        post = json.loads(files[2].read_text())
+        torch_device = torch.device(device)
+        model = net.TriplanarPatchCNN(architecture["channels"], architecture["hidden_units"])
+        model.load_state_dict(torch.load(files[0], map_location=torch_device, weights_only=True))
+        model.to(torch_device).eval()
+        use_amp = cfg.amp and torch_device.type == "cuda"
+        for case in cases:
+            padded = net.pad_volume(net.normalise_image(case.image_array())).to(torch_device)
+            probabilities = _dense_probabilities(model, padded, cfg, use_amp).numpy()
+            labels = label_map(
+                probabilities,
+                post["head_cutoff"],
+                case.spacing,
+                post["min_cluster_mm3"],
+                post["opening_iterations"],
+            )
+            yield SegmentationPrediction(
+                case_id=case.case_id, labels=labels, probabilities=probabilities.astype(np.float32)
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+
+
+class _SampledCase:
+    """A case held for training: padded normalised volume, labels and voxel pools per class."""
+
+    def __init__(self, case_id, padded, labels, spacing, pools):
+        self.case_id = case_id
+        self.padded = padded
+        self.labels = labels
+        self.spacing = spacing
+        # pools[k]: flat voxel indices; 0 background anywhere, 1 vital, 2 necrosis,
+        # 3 background near the head (hard negatives)
+        self.pools = pools
+
+    @classmethod
+    def load(cls, case: Case, cfg: Patch25dConfig, device) -> "_SampledCase":
+        from scipy import ndimage
+
+        from avnbench_patch25d import network as net
+
+        rng = np.random.default_rng([cfg.seed, _stable_hash(case.case_id)])
+        labels = case.label_array()
+        head = labels > 0
+        if head.any():
+            near = ~head & (
+                ndimage.distance_transform_edt(~head, sampling=case.spacing)
+                <= cfg.hard_negative_margin_mm
+            )
+        else:
+            near = np.zeros_like(head)
+        flat = labels.ravel()
+        pools = [
+            np.flatnonzero(flat == 0),
+            np.flatnonzero(flat == 1),
+            np.flatnonzero(flat == 2),
+            np.flatnonzero(near.ravel()),
+        ]
+        pools = [
+            rng.choice(p, MAX_POOL_VOXELS, replace=False) if len(p) > MAX_POOL_VOXELS else p
+            for p in pools
+        ]
+        padded = net.pad_volume(net.normalise_image(case.image_array())).to(device)
+        return cls(case.case_id, padded, labels, case.spacing, pools)
+
+
+def _stable_hash(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())
+
+
+def _available_fractions(
+    fractions: tuple[float, float, float], cases: Sequence[_SampledCase]
+) -> tuple[float, float, float]:
+    """The sampling shares with classes that no case has set to 0 and the rest renormalised."""
+    present = [any(len(c.pools[k]) for c in cases) for k in range(3)]
+    kept = [f if p else 0.0 for f, p in zip(fractions, present)]
+    if sum(kept) == 0:
+        raise ConfigError("patch25d-cnn: the training cases have no voxels of any sampled class")
+    return tuple(f / sum(kept) for f in kept)  # type: ignore[return-value]
+
+
+def _draw_batch(cases, fractions, n, cfg: Patch25dConfig, rng: np.random.Generator, device):
+    """``n`` voxels drawn class by class (shares ``fractions``), each from a random case that
+    has that class; returns their patches (n, 3, 32, 32) and class targets (n,)."""
+    import torch
+
+    from avnbench_patch25d import network as net
+
+    counts = rng.multinomial(n, fractions)
+    n_hard = rng.binomial(counts[0], cfg.hard_negative_fraction)
+    # (pool index, class target, how many)
+    requests = [(3, 0, n_hard), (0, 0, counts[0] - n_hard), (1, 1, counts[1]), (2, 2, counts[2])]
+    per_case: dict[int, list[tuple[np.ndarray, int]]] = {}
+    for pool, target, count in requests:
+        eligible = [i for i, c in enumerate(cases) if len(c.pools[pool])]
+        if pool == 3 and not eligible:  # no head anywhere: hard negatives become plain ones
+            pool, eligible = 0, [i for i, c in enumerate(cases) if len(c.pools[0])]
+        if count == 0 or not eligible:
+            continue
+        chosen = rng.choice(eligible, size=count)
+        for case_index, k in zip(*np.unique(chosen, return_counts=True)):
+            pool_voxels = cases[case_index].pools[pool]
+            flat = pool_voxels[rng.integers(0, len(pool_voxels), size=k)]
+            per_case.setdefault(int(case_index), []).append((flat, target))
+    patches, targets = [], []
+    for case_index, parts in sorted(per_case.items()):
+        case = cases[case_index]
+        flat = np.concatenate([p[0] for p in parts])
+        coords = torch.from_numpy(np.stack(np.unravel_index(flat, case.labels.shape), axis=1))
+        patches.append(net.extract_patches(case.padded, coords.to(case.padded.device)))
+        targets.append(np.concatenate([np.full(len(p[0]), p[1]) for p in parts]))
+    return (
+        torch.cat(patches).to(device),
+        torch.from_numpy(np.concatenate(targets)).long().to(device),
+    )
+
+
+def _evaluate_loss(model, batch, criterion, chunk: int = 2048) -> float:
+    import torch
+
+    patches, targets = batch
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        logits = torch.cat([model(patches[i : i + chunk]).float() for i in range(0, len(patches), chunk)])
+        total = float(criterion(logits, targets))
+    model.train()
+    return total
+
+
+def _dense_probabilities(model, padded, cfg: Patch25dConfig, use_amp: bool):
+    from avnbench_patch25d import network as net
+
+    return net.predict_dense(model, padded, plane_batch=cfg.inference_plane_batch, amp=use_amp)
+
+
+def _fallback_cutoff() -> float:
+    from avnbench_patch25d.postprocess import FALLBACK_CUTOFF
+
+    return FALLBACK_CUTOFF

@@ -1,0 +1,133 @@
+"""The study's cut-off and post-processing: ROC-chosen threshold, cluster removal, holes, opening.
+
+numpy/scipy/scikit-learn only (no torch), so it is cheap to import and to test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+FALLBACK_CUTOFF = 0.5
+
+
+@dataclass(frozen=True)
+class RocCutoff:
+    """A Youden-optimal probability cut-off and the ROC curve it came from."""
+
+    cutoff: float
+    auc: float
+    fpr: np.ndarray
+    tpr: np.ndarray
+    sensitivity: float
+    specificity: float
+
+
+def youden_cutoff(is_positive: np.ndarray, scores: np.ndarray) -> RocCutoff | None:
+    """The threshold maximising Youden's J = sensitivity + specificity − 1 (sklearn roc_curve).
+
+    A voxel is called positive when its score is >= the cut-off. None when only one class is
+    present (no ROC curve exists).
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    is_positive = np.asarray(is_positive, dtype=bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if is_positive.all() or not is_positive.any():
+        return None
+    fpr, tpr, thresholds = roc_curve(is_positive, scores, drop_intermediate=True)
+    finite = np.isfinite(thresholds)  # the first threshold is +inf (nothing positive)
+    j = np.where(finite, tpr - fpr, -np.inf)
+    best = int(np.argmax(j))
+    return RocCutoff(
+        cutoff=float(thresholds[best]),
+        auc=float(roc_auc_score(is_positive, scores)),
+        fpr=fpr,
+        tpr=tpr,
+        sensitivity=float(tpr[best]),
+        specificity=float(1.0 - fpr[best]),
+    )
+
+
+def plot_roc(roc: RocCutoff, path, title: str) -> None:
+    """Write the ROC curve with the chosen operating point as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot()
+    ax.plot(roc.fpr, roc.tpr, lw=1.5, label=f"AUC {roc.auc:.4f}")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.scatter(
+        [1 - roc.specificity],
+        [roc.sensitivity],
+        c="red",
+        zorder=3,
+        label=f"cut-off {roc.cutoff:.4f} (Youden)",
+    )
+    ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def smallest_component_mm3(label_maps: list[np.ndarray], spacings: list[tuple[float, float, float]]) -> float:
+    """The smallest femoral-head volume (mm³) among reference label maps that have a head."""
+    volumes = [
+        float((labels > 0).sum()) * float(np.prod(spacing))
+        for labels, spacing in zip(label_maps, spacings)
+        if (labels > 0).any()
+    ]
+    return min(volumes) if volumes else 0.0
+
+
+def postprocess_head(
+    head_probability: np.ndarray,
+    cutoff: float,
+    spacing_zyx: tuple[float, float, float],
+    min_cluster_mm3: float,
+    opening_iterations: int,
+) -> np.ndarray:
+    """Binary femoral-head mask from P(head): threshold, opening, small clusters, holes.
+
+    Opening (6-neighbour structure, ``opening_iterations`` times) first cuts thin bridges to
+    neighbouring bone (neck, acetabulum), then 26-connected clusters smaller than
+    ``min_cluster_mm3`` are removed and 3-D holes are filled.
+    """
+    mask = head_probability >= cutoff
+    if opening_iterations > 0 and mask.any():
+        opened = ndimage.binary_opening(
+            mask, structure=ndimage.generate_binary_structure(3, 1), iterations=opening_iterations
+        )
+        # Never let opening erase a whole prediction: a thin head is better than none.
+        mask = opened if opened.any() else mask
+    components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n:
+        sizes_mm3 = np.bincount(components.ravel())[1:] * float(np.prod(spacing_zyx))
+        keep = sizes_mm3 >= min_cluster_mm3
+        if not keep.any():  # keep the largest rather than predict nothing
+            keep[int(np.argmax(sizes_mm3))] = True
+        mask = np.concatenate([[False], keep])[components]
+    return ndimage.binary_fill_holes(mask)
+
+
+def label_map(
+    probabilities: np.ndarray,
+    cutoff: float,
+    spacing_zyx: tuple[float, float, float],
+    min_cluster_mm3: float,
+    opening_iterations: int,
+) -> np.ndarray:
+    """uint8 labels from probabilities (3, z, y, x): post-processed head, then necrosis where
+    P(necrosis) > P(vital) inside the head (the argmax between the two head classes)."""
+    head = postprocess_head(
+        probabilities[1] + probabilities[2], cutoff, spacing_zyx, min_cluster_mm3, opening_iterations
+    )
+    labels = np.zeros(head.shape, dtype=np.uint8)
+    labels[head] = 1
+    labels[head & (probabilities[2] > probabilities[1])] = 2
+    return labels
