@@ -121,7 +121,7 @@ def plan_case(index: int) -> CasePlan:
     lesion_free = index % LESION_FREE_EVERY == LESION_FREE_OFFSET
     steinberg = None if lesion_free else STEINBERG_CYCLE[(index + block) % 3]
     jic = None if lesion_free else JIC_CYCLES[steinberg][block % 4]
-    stage = None if lesion_free else STAGE_CYCLE[(index + 2 * block) % len(STAGE_CYCLE)]
+    stage = None if lesion_free else STAGE_CYCLE[index % len(STAGE_CYCLE)]
     return CasePlan(
         index=index, case_id=f"avn_{index:03d}", patient_id=f"pt_{patient_index:03d}",
         patient_index=patient_index, bilateral=pos < 2, steinberg=steinberg, jic=jic, stage=stage,
@@ -539,7 +539,8 @@ class _CaseBuilder:
         slice lands inside the target JIC interval, away from every grading threshold."""
         an = self.anatomy
         head = self.head_mask(None)
-        sub = (slice(None, None, 2),) * 3
+        # the volume fraction is estimated on a sub-grid of about 1 mm (every voxel when coarse)
+        sub = tuple(slice(None, None, max(1, int(round(1.0 / sp)))) for sp in self.spacing)
         head_sub = head[sub]
         p_sub = tuple(c[sub][head_sub] for c in self.head_grid.p)
         noise_sub = self.lesion_noise[sub][head_sub]
@@ -549,7 +550,9 @@ class _CaseBuilder:
         bounds = {"A": (-np.inf, x1), "B": (x1, x2), "C1": (x2, x_edge), "C2": (x_edge, np.inf)}
         lo_b, hi_b = bounds[target_jic]
         # the apex (≈ 0 mm) is an ARCO 2021 threshold too: aim for the larger clear sub-interval
-        lo_t, hi_t = max(lo_b, -an.radius) + 1.5, min(hi_b, an.radius) - 1.5
+        # aim close to the interval's inner boundary for the open-ended types: lesions far
+        # medial (A) or far beyond the edge (C2) need implausible tilts
+        lo_t, hi_t = max(lo_b, x1 - 5.0) + 1.5, min(hi_b, x_edge + 6.0) - 1.5
         if lo_t < 0.0 < hi_t:
             lo_t, hi_t = (lo_t, -1.5) if -1.5 - lo_t > hi_t - 1.5 else (1.5, hi_t)
         target = self.rng.uniform(lo_t, hi_t) if hi_t > lo_t else 0.5 * (lo_b + hi_b)
@@ -561,7 +564,7 @@ class _CaseBuilder:
             x = self._coronal_x_lat(lesion, scale)
             return (-np.inf if x is None else x), lesion
 
-        lo, hi = -70.0, 45.0
+        lo, hi = (-65.0 if target_jic == "A" else -50.0), 45.0
         best = None
         for _ in range(9):
             mid = 0.5 * (lo + hi)
@@ -754,7 +757,10 @@ def _shape_params(rng: np.random.Generator, plan: CasePlan, target_percent: floa
     return {
         "beta_anterior": rng.uniform(5.0, 35.0),
         "depth": rng.uniform(0.6, 1.0),
-        "semi": rng.uniform([0.5, 0.55, 0.55], [0.8, 0.95, 1.0]),
+        # (along the lesion axis, medio-lateral, antero-posterior): medial JIC types need lesions
+        # narrow medio-laterally and long antero-posteriorly to stay anterosuperior
+        "semi": (rng.uniform([0.5, 0.35, 0.8], [0.8, 0.6, 1.15]) if plan.jic in ("A", "B")
+                 else rng.uniform([0.5, 0.55, 0.6], [0.8, 0.95, 1.05])),
         "roughness": rng.uniform(0.04, 0.12),
         "band_mm": rng.uniform(1.0, 3.0),
         "double_band": bool(rng.random() < 0.2),
@@ -800,6 +806,9 @@ def generate_case(plan: CasePlan, shape=DEFAULT_SHAPE, seed: int = 0) -> Generat
             )
             if measurements["jic"] is None:
                 reasons.append("no necrosis on the upper mid-coronal slice")
+            elif measurements["jic"] != plan.jic and attempts <= MAX_ATTEMPTS // 2:
+                # keep the stratification: retry a few times before accepting another type
+                reasons.append(f"JIC {measurements['jic']} instead of {plan.jic}")
             if not _depression_ok(plan.stage, measurements["head_depression_mm"]):
                 reasons.append(f"depression {measurements['head_depression_mm']:.2f} mm vs {plan.stage}")
             if not reasons:
