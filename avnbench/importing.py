@@ -76,6 +76,16 @@ class SourceCase(_Strict):
     where: str = Field(description="where the case is named, for error messages (file:line)")
 
 
+class Source(_Strict):
+    """A source as read: its cases, default dataset name and what to warn about."""
+
+    kind: Literal["manifest", "nnunet"]
+    cases: list[SourceCase]
+    name: str
+    synthetic: bool = Field(default=False, description="True when re-importing a synthetic phantom")
+    warnings: list[str] = Field(default_factory=list)
+
+
 class ImportedCase(_Strict):
     """What import did with one case."""
 
@@ -96,6 +106,7 @@ class ImportReport(_Strict):
     out: Path
     name: str
     source_kind: Literal["manifest", "nnunet"]
+    synthetic: bool
     target_spacing_zyx: tuple[float, float, float]
     target_shape_zyx: tuple[int, int, int]
     cases: list[ImportedCase]
@@ -208,11 +219,12 @@ def _refuse_duplicates(cases: list[SourceCase], source: str) -> None:
         seen[case.case_id] = case.where
 
 
-def read_nnunet_raw(folder: Path) -> tuple[list[SourceCase], str | None, list[str]]:
-    """Cases of an nnU-Net v2 raw dataset folder: (cases, dataset name, warnings).
+def read_nnunet_raw(folder: Path) -> Source:
+    """The cases of an nnU-Net v2 raw dataset folder.
 
     Patient, side, grades and landmarks come from an avnbench ``cases.json`` when the folder has
     one; without it every case is its own patient and the side is inferred from the label map.
+    A synthetic phantom stays marked synthetic.
     """
     folder = Path(folder)
     ds_path = folder / "dataset.json"
@@ -242,7 +254,8 @@ def read_nnunet_raw(folder: Path) -> tuple[list[SourceCase], str | None, list[st
     image_files = sorted(p for p in images_dir.iterdir() if p.name.endswith(suffix))
     if not image_files:
         raise DataError(f"{images_dir}: no '*{suffix}' images; the dataset is empty")
-    meta = _read_our_cases_json(folder / CASES_FILE)
+    meta, synthetic = _read_our_cases_json(folder / CASES_FILE)
+    synthetic = synthetic or dataset_json.get("synthetic") is True
     cases: list[SourceCase] = []
     for image in image_files:
         case_id = image.name[: -len(suffix)]
@@ -280,8 +293,13 @@ def read_nnunet_raw(folder: Path) -> tuple[list[SourceCase], str | None, list[st
             f"{folder}: no {CASES_FILE}; each case is taken as its own patient (both hips of a "
             "patient may then fall in different folds) and its side is inferred from the label map"
         )
-    name = dataset_json.get("name")
-    return cases, (str(name) if name else None), warnings
+    name = str(dataset_json.get("name") or folder.resolve().name)
+    return Source(kind="nnunet", cases=cases, name=_safe_name(name), synthetic=synthetic, warnings=warnings)
+
+
+def _safe_name(name: str) -> str:
+    """A default dataset name made of the characters a dataset name may hold."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "imported"
 
 
 def _label_values(labels: object, ds_path: Path) -> set[int]:
@@ -296,10 +314,10 @@ def _label_values(labels: object, ds_path: Path) -> set[int]:
     return values
 
 
-def _read_our_cases_json(path: Path) -> dict[str, dict]:
-    """Per case id: patient, side, grades (only those given, not computed) and landmarks."""
+def _read_our_cases_json(path: Path) -> tuple[dict[str, dict], bool]:
+    """(per case id: patient, side, grades given (not computed) and landmarks; synthetic?)."""
     if not path.exists():
-        return {}
+        return {}, False
     try:
         cases_file = CasesFile.model_validate_json(path.read_text())
     except ValidationError as e:
@@ -318,20 +336,18 @@ def _read_our_cases_json(path: Path) -> dict[str, dict]:
         # and stay valid through resampling.
         landmarks = m.landmarks if m.landmarks is not None and not m.landmarks.estimated else None
         out[m.case_id] = dict(patient_id=m.patient_id, side=m.side, landmarks=landmarks, **given)
-    return out
+    return out, cases_file.synthetic
 
 
-def read_source(source: Path, allow_absolute_paths: bool = False) -> tuple[str, list[SourceCase], str, list[str]]:
-    """(kind, cases, default dataset name, warnings) of a manifest CSV or an nnU-Net raw folder."""
+def read_source(source: Path, allow_absolute_paths: bool = False) -> Source:
+    """Read a manifest CSV or an nnU-Net raw folder (cases named, not yet read)."""
     source = Path(source)
     if source.is_dir():
-        cases, name, warnings = read_nnunet_raw(source)
-        return "nnunet", cases, name or source.resolve().name, warnings
+        return read_nnunet_raw(source)
     if source.is_file():
-        return "manifest", read_manifest(source, allow_absolute_paths), source.stem, []
-    raise DataError(
-        f"{source}: not found; give a CSV manifest or an nnU-Net raw dataset folder"
-    )
+        cases = read_manifest(source, allow_absolute_paths)
+        return Source(kind="manifest", cases=cases, name=_safe_name(source.stem))
+    raise DataError(f"{source}: not found; give a CSV manifest or an nnU-Net raw dataset folder")
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -406,13 +422,14 @@ def import_dataset(
     """
     source, out = Path(source), Path(out)
     _check_target(target_spacing_zyx, target_shape_zyx)
-    kind, sources, default_name, warnings = read_source(source, allow_absolute_paths)
-    name = name or default_name
+    src = read_source(source, allow_absolute_paths)
+    name = name or src.name
+    warnings = list(src.warnings)
     if not DATASET_NAME_PATTERN.match(name):
         raise ConfigError(
             f"dataset name {name!r} must be letters, digits, '.', '_' or '-'; pass --name"
         )
-    _check_out(out, force, source, sources)
+    _check_out(out, force, source, src.cases)
     out.parent.mkdir(parents=True, exist_ok=True)
     # A hidden sibling (same file system, so the final rename is atomic); mkdir honours umask.
     build = out.parent / f".{out.name}.importing-{uuid.uuid4().hex[:12]}"
@@ -421,13 +438,14 @@ def import_dataset(
         (build / "imagesTr").mkdir()
         (build / "labelsTr").mkdir()
         metas, imported = [], []
-        for case in sources:
+        for case in src.cases:
             meta, report = _import_case(case, build, target_spacing_zyx, target_shape_zyx)
             metas.append(meta)
             imported.append(report)
-        write_dataset_json(build, name, len(metas), synthetic=False)
+        write_dataset_json(build, name, len(metas), synthetic=src.synthetic)
         description = f"imported from {source.resolve()} by avnbench data import"
-        write_cases_file(build, CasesFile(name=name, synthetic=False, description=description, cases=metas))
+        cases_file = CasesFile(name=name, synthetic=src.synthetic, description=description, cases=metas)
+        write_cases_file(build, cases_file)
         _move_into_place(build, out)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -440,7 +458,8 @@ def import_dataset(
     return ImportReport(
         out=out,
         name=name,
-        source_kind=kind,  # type: ignore[arg-type]
+        source_kind=src.kind,
+        synthetic=src.synthetic,
         target_spacing_zyx=tuple(float(s) for s in target_spacing_zyx),
         target_shape_zyx=tuple(int(s) for s in target_shape_zyx),
         cases=imported,

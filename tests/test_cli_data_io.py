@@ -92,7 +92,7 @@ def test_console_script_imports_checks_and_previews(source, tmp_path):
     out = tmp_path / "ds"
     env = {**os.environ, "COLUMNS": "200"}
     done = subprocess.run([str(AVNBENCH), "data", "import", str(source / "m.csv"), "--out", str(out), *SMALL_GRID],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "2 cases imported" in done.stdout and "avnbench data check" in done.stdout
     assert (out / "imagesTr" / "c0_0000.nii.gz").is_file() and (out / "labelsTr" / "c1.nii.gz").is_file()
@@ -103,7 +103,7 @@ def test_console_script_imports_checks_and_previews(source, tmp_path):
         f"try:\n    main(['data', 'check', {str(out)!r}])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         f"main(['data', 'preview', {str(out)!r}, '--case', 'c0', '--out', {str(png)!r}])\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "estimated landmarks" in done.stdout and "c0, c1" in done.stdout and "ok" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -117,7 +117,7 @@ def test_console_script_bad_label_is_one_line_and_exit_2(source, tmp_path):
     bad.CopyInformation(label)
     sitk.WriteImage(bad, str(source / "c1_seg.nii.gz"))
     done = subprocess.run([str(AVNBENCH), "data", "import", str(source / "m.csv"), "--out", str(tmp_path / "ds"), *SMALL_GRID],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert_one_line_error(done.returncode, done.stderr, "c1_seg.nii.gz", "label values 4 outside {0, 1, 2}")
     assert not (tmp_path / "ds").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -127,7 +127,7 @@ def test_console_script_check_exits_non_zero_on_errors(source, tmp_path, capsys)
     out = tmp_path / "ds"
     assert _import(source, out, capsys)[0] == 0
     (out / "labelsTr" / "c0.nii.gz").write_bytes(b"garbage")
-    done = subprocess.run([str(AVNBENCH), "data", "check", str(out)], capture_output=True, text=True,
+    done = subprocess.run([str(AVNBENCH), "data", "check", str(out)], capture_output=True, encoding="utf-8", errors="replace",
                           env={**os.environ, "COLUMNS": "200"}, timeout=120)
     assert done.returncode == 1
     assert "ERROR" in done.stdout and "c0.nii.gz: not gzip-compressed" in done.stdout

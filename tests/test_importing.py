@@ -346,10 +346,21 @@ def test_nan_in_a_nifti_source_is_found_though_itk_reads_it_as_zero(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_phantom_round_trip_through_nnunet_raw_without_cases_json(tmp_path):
+@pytest.fixture(scope="module")
+def phantom_folder(tmp_path_factory) -> Path:
+    """A one-case synthetic phantom at half resolution (40 x 80 x 80)."""
     from avnbench.phantom import synthesize
 
-    phantom = synthesize(tmp_path / "ph", n_cases=2, seed=5, shape=(40, 80, 80))
+    root = tmp_path_factory.mktemp("phantom") / "ph"
+    synthesize(root, n_cases=1, seed=5, shape=(40, 80, 80))
+    return root
+
+
+def test_phantom_round_trip_through_nnunet_raw_without_cases_json(phantom_folder, tmp_path):
+    import shutil
+
+    phantom = load_dataset(phantom_folder)
+    shutil.copytree(phantom_folder, tmp_path / "ph")
     (tmp_path / "ph" / "cases.json").unlink()
     spacing = phantom.cases[0].meta.geometry.spacing_zyx
     import_dataset(tmp_path / "ph", tmp_path / "out", target_spacing_zyx=spacing, target_shape_zyx=(40, 80, 80))
@@ -366,3 +377,21 @@ def test_phantom_round_trip_through_nnunet_raw_without_cases_json(tmp_path):
         head_after = after.meta.geometry.index_to_physical(np.argwhere(after.label_array() == 2))
         assert abs(len(head_after) - len(head_before)) <= 0.01 * len(head_before)
         np.testing.assert_allclose(head_after.mean(0), head_before.mean(0), atol=0.3)
+
+
+def test_reimporting_a_phantom_keeps_it_synthetic(phantom_folder, tmp_path):
+    report = import_dataset(phantom_folder, tmp_path / "out", target_spacing_zyx=(2.0, 1.0, 1.0),
+                            target_shape_zyx=(30, 60, 60))
+    ds = load_dataset(tmp_path / "out")
+    assert report.synthetic and ds.synthetic
+    assert json.loads((tmp_path / "out" / "dataset.json").read_text())["synthetic"] is True
+    assert not ds.cases[0].meta.landmarks.estimated  # the phantom's own landmarks are kept
+    assert all(not c.side_inferred for c in report.cases)
+
+
+def test_default_names_are_made_safe(tmp_path):
+    src = _nnunet_folder(tmp_path / "raw", False)
+    ds_json = json.loads((src / "dataset.json").read_text())
+    ds_json["name"] = "Hip AVN (Bern)"
+    (src / "dataset.json").write_text(json.dumps(ds_json))
+    assert import_dataset(src, tmp_path / "out", target_spacing_zyx=SPACING, target_shape_zyx=SHAPE).name == "Hip-AVN-Bern"
