@@ -1,0 +1,341 @@
+"""nnU-Net v2 (2d, 3d_fullres and their softmax ensemble) as avnbench methods.
+
+The seed study (Ruckli et al., seeds 000/001) trained nnU-Net's 2D and 3D U-Nets with nnU-Net's
+defaults on 80x160x160 crops and reported the ensemble of both as best. Here nnU-Net itself does
+all of it: fingerprint, planning, preprocessing, training (``nnUNetTrainerAvnbench``, a trainer
+subclass whose only changes are the schedule and the split) and prediction (``nnUNetPredictor``,
+which resamples back to the original image grid). See ``workspace.py`` for where things live.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from avnbench.dataset import Case, load_dataset
+from avnbench.errors import ConfigError
+from avnbench.methods import JobContext, Method, MethodCard, MethodConfig, SegmentationPrediction
+from avnbench.splits import Fold, split_hash
+
+from avnbench_nnunet import _jobs
+from avnbench_nnunet.workspace import Workspace, training_key
+
+MODELS_FILE = "nnunet_models.json"
+
+CITATION = (
+    "Ruckli A, Schmaranzer F, Lerch T, Boschung A, Steppacher S, Burger J, Tannast M, Siebenrock K, "
+    "Gerber K, Gerber N. Deep learning for fully-automatic quantification of avascular necrosis of "
+    "the femoral head on 3D hip MRI in young patients eligible for joint preserving hip surgery: "
+    "a pilot study. University of Bern (sitem-insel / Inselspital), conference abstract and poster. "
+    "Method: Isensee F, Jaeger PF, Kohl SAA, Petersen J, Maier-Hein KH. nnU-Net: a self-configuring "
+    "method for deep learning-based biomedical image segmentation. Nature Methods 18(2):203-211, 2021."
+)
+REFERENCE = "https://doi.org/10.1038/s41592-020-01008-z"
+
+
+class TrainerSchedule(BaseModel):
+    """What ``nnUNetTrainerAvnbench`` changes relative to nnU-Net's default trainer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_epochs: int = Field(gt=0, description="training epochs (nnU-Net default 1000)")
+    num_iterations_per_epoch: int = Field(gt=0, description="training batches per epoch (default 250)")
+    num_val_iterations_per_epoch: int = Field(
+        gt=0, description="batches per epoch for nnU-Net's pseudo Dice on the internal validation cases (default 50)"
+    )
+    batch_size: int | None = Field(
+        default=None, gt=0, description="batch size; None = the one nnU-Net's planner chose"
+    )
+    save_every: int = Field(default=50, gt=0, description="epochs between checkpoint_latest saves (default 50)")
+    base_features: int | None = Field(
+        default=None, gt=0,
+        description="features of the first stage, the others scaled alike; None = nnU-Net's plan (32)",
+    )
+    patch_size: list[int] | None = Field(default=None, description="patch size (z, y, x); None = nnU-Net's plan")
+
+    def trainer_settings(self) -> dict[str, Any]:
+        """What ``nnUNetTrainerAvnbench`` reads from its job file."""
+        return self.model_dump(exclude={"base_features", "patch_size"})
+
+
+def _schedule(epochs: int, iterations: int, val_iterations: int, batch_size: int | None = None,
+              save_every: int | None = None, base_features: int | None = None,
+              patch_size: list[int] | None = None) -> dict[str, Any]:
+    return TrainerSchedule(
+        num_epochs=epochs, num_iterations_per_epoch=iterations,
+        num_val_iterations_per_epoch=val_iterations, batch_size=batch_size,
+        save_every=save_every or epochs, base_features=base_features, patch_size=patch_size,
+    ).model_dump()
+
+
+# The CPU presets shorten the schedule (and the 3d batch); nothing else differs from nnU-Net.
+SCHEDULES: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {"2d": _schedule(2, 3, 1, batch_size=4, base_features=8),
+              "3d_fullres": _schedule(2, 2, 1, batch_size=1, base_features=4)},
+    "quick": {"2d": _schedule(4, 10, 2, batch_size=8, base_features=16),
+              "3d_fullres": _schedule(4, 5, 1, batch_size=1, base_features=8)},
+    "paper": {"2d": _schedule(1000, 250, 50, save_every=50), "3d_fullres": _schedule(1000, 250, 50, save_every=50)},
+}
+CPU_RUNTIME = {"use_mirroring": False}
+PAPER_RUNTIME = {"use_mirroring": True}
+
+
+class NnunetConfig(MethodConfig):
+    """Settings shared by the three nnU-Net methods (members are trained with the same ones)."""
+
+    trainer_2d: TrainerSchedule = Field(
+        default_factory=lambda: TrainerSchedule(**SCHEDULES["quick"]["2d"]),
+        description="training schedule of the 2d configuration",
+    )
+    trainer_3d: TrainerSchedule = Field(
+        default_factory=lambda: TrainerSchedule(**SCHEDULES["quick"]["3d_fullres"]),
+        description="training schedule of the 3d_fullres configuration",
+    )
+    use_mirroring: bool = Field(
+        default=False, description="test-time mirroring (nnU-Net default on; off for the CPU presets)"
+    )
+    tile_step_size: float = Field(
+        default=0.5, gt=0, le=1, description="sliding-window step as a fraction of the patch (nnU-Net default 0.5)"
+    )
+    data_augmentation_processes: int | None = Field(
+        default=None, ge=0,
+        description="nnU-Net's data augmentation workers (nnUNet_n_proc_DA); None = 0 (in the "
+        "training process) on a CPU, min(12, cores - 1) on a GPU; the environment variable wins",
+    )
+    preprocessing_processes: int = Field(
+        default=2, gt=0, description="processes for nnU-Net's fingerprint extraction and preprocessing"
+    )
+    cpu_threads: int | None = Field(
+        default=None, gt=0,
+        description="torch threads for CPU training and prediction; None = cores - 1 (one core is "
+        "left to the data augmentation worker)",
+    )
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        name: {"trainer_2d": s["2d"], "trainer_3d": s["3d_fullres"],
+               **(PAPER_RUNTIME if name == "paper" else CPU_RUNTIME)}
+        for name, s in SCHEDULES.items()
+    }
+
+    def schedule(self, configuration: str) -> TrainerSchedule:
+        return self.trainer_2d if configuration == "2d" else self.trainer_3d
+
+
+class _NnunetMethod(Method):
+    """Fit = make sure nnU-Net's members of this method are trained; predict = average them."""
+
+    Config = NnunetConfig
+    MEMBERS: ClassVar[tuple[str, ...]]
+
+    # --- fit ------------------------------------------------------------------------------
+    def fit(self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str) -> None:
+        """Train (or reuse) nnU-Net's members on ``train_cases``; ``val_cases`` only feed nnU-Net's
+        per-epoch pseudo Dice (``checkpoint_final`` is used, nothing is selected on them)."""
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        context = self.context or _context_without_runner(train_cases, val_cases, workdir, self.config)
+        config: NnunetConfig = self.config  # type: ignore[assignment]
+        members = []
+        for configuration in self.MEMBERS:
+            schedule = config.schedule(configuration)
+            preset_schedule = SCHEDULES.get(context.preset, {}).get(configuration)
+            ws = Workspace.create(
+                context.shared_dir, context.dataset_fingerprint,
+                training_key(context.preset, context.split_hash, config.seed,
+                             schedule.model_dump() == preset_schedule, schedule.model_dump()),
+            )
+            env = ws.environment(device, _n_proc_da(config, device), config.preprocessing_processes)
+            ws.ensure_preprocessed(context.dataset_dir, context.splits_file, env, config.preprocessing_processes)
+            nnunet_configuration = ws.ensure_configuration(configuration, schedule.base_features, schedule.patch_size)
+            trained_now = ws.ensure_trained(
+                nnunet_configuration, context.fold, schedule.trainer_settings(),
+                [c.case_id for c in train_cases], [c.case_id for c in val_cases],
+                device, config.seed, _cpu_threads(config), env,
+            )
+            folder = ws.member_folder(nnunet_configuration, context.fold)
+            members.append({"configuration": configuration, "folder": str(folder), "trained_now": trained_now})
+            self._record_member(configuration, folder, trained_now)
+        (workdir / MODELS_FILE).write_text(json.dumps({"method": self.card.name, "members": members}, indent=2))
+
+    def _record_member(self, configuration: str, folder: Path, trained_now: bool) -> None:
+        """nnU-Net's log, progress plot and curves to the fold's run."""
+        if self.log is None:
+            return
+        tag = "" if len(self.MEMBERS) == 1 else ("2d_" if configuration == "2d" else "3d_")
+        self.log.param(f"{tag}trained_now", trained_now)
+        self.log.param(f"{tag}nnunet_model_folder", str(folder))
+        model = json.loads((folder / _jobs.MODEL_FILE).read_text())
+        self.log.param(f"{tag}patch_size", model["patch_size"])
+        self.log.param(f"{tag}batch_size", model["batch_size"])
+        curves = json.loads((folder / _jobs.CURVES_FILE).read_text())
+        names = {"train_losses": "train_loss", "val_losses": "val_loss", "mean_fg_dice": "pseudo_dice",
+                 "ema_fg_dice": "pseudo_dice_ema", "lrs": "lr", "epoch_seconds": "epoch_seconds"}
+        for key, name in names.items():
+            for epoch, value in enumerate(curves.get(key, [])):
+                self.log.metric(f"{tag}{name}", value, step=epoch)
+        subdir = f"nnunet_{configuration}"
+        for source in sorted(folder.glob("training_log_*.txt")) + [folder / "progress.png"]:
+            if source.is_file():
+                shutil.copyfile(source, self.log.artifact(f"{subdir}/{source.name}"))
+
+    # --- predict --------------------------------------------------------------------------
+    def predict(self, cases: Sequence[Case], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
+        """Softmax of each member on the original image grid, averaged (one member: itself)."""
+        models_path = Path(workdir) / MODELS_FILE
+        if not models_path.is_file():
+            raise ConfigError(f"{models_path}: no trained nnU-Net model here; run fit first")
+        members = json.loads(models_path.read_text())["members"]
+        with _quiet():
+            predictors = [_load_predictor(Path(m["folder"]), device, self.config) for m in members]
+        from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+        reader = SimpleITKIO()
+        for case in cases:
+            image, properties = reader.read_images([str(case.image_path)])
+            probabilities = None
+            with _quiet(), _torch_threads(_cpu_threads(self.config) if device == "cpu" else None):
+                for predictor in predictors:
+                    _, p = predictor.predict_single_npy_array(image, properties, None, None, True)
+                    p = np.asarray(p, dtype=np.float32)
+                    probabilities = p if probabilities is None else probabilities + p
+            probabilities /= len(predictors)
+            labels = np.argmax(probabilities, axis=0).astype(np.uint8)
+            yield SegmentationPrediction(case_id=case.case_id, labels=labels, probabilities=probabilities)
+
+
+def _load_predictor(folder: Path, device: str, config: NnunetConfig):
+    """nnU-Net's predictor for one trained fold, weights loaded with ``weights_only=True``."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from avnbench_nnunet.nnunet_trainers.nnUNetTrainerAvnbench import nnUNetTrainerAvnbench
+
+    weights = folder / _jobs.WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"{weights}: missing; the nnU-Net model was not trained to the end, run fit again")
+    model = json.loads((folder / _jobs.MODEL_FILE).read_text())
+    plans_manager = PlansManager(load_json(str(folder.parent / "plans.json")))
+    dataset_json = load_json(str(folder.parent / "dataset.json"))
+    configuration_manager = plans_manager.get_configuration(model["configuration"])
+    network = nnUNetTrainerAvnbench.build_network_architecture(
+        plans_manager, configuration_manager,
+        determine_num_input_channels(plans_manager, configuration_manager, dataset_json),
+        plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
+        enable_deep_supervision=False,
+    )
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+    torch_device = torch.device(device)
+    predictor = nnUNetPredictor(
+        tile_step_size=config.tile_step_size, use_gaussian=True, use_mirroring=config.use_mirroring,
+        perform_everything_on_device=torch_device.type == "cuda", device=torch_device,
+        verbose=False, verbose_preprocessing=False, allow_tqdm=False,
+    )
+    axes = model["inference_allowed_mirroring_axes"]
+    predictor.manual_initialization(network, plans_manager, configuration_manager, [state], dataset_json,
+                                    model["trainer_name"], tuple(axes) if axes is not None else None)
+    return predictor
+
+
+@contextlib.contextmanager
+def _quiet():
+    """nnU-Net prints progress notes; the core does not print, so keep them off stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """torch's intra-op thread count set to ``n`` for the block (unchanged if None)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _n_proc_da(config: NnunetConfig, device: str) -> int:
+    if config.data_augmentation_processes is not None:
+        return config.data_augmentation_processes
+    cores = os.cpu_count() or 2
+    # On a CPU the network gets cpu_threads cores and augmentation one worker beside it.
+    return (1 if cores > 1 else 0) if device == "cpu" else max(1, min(12, cores - 1))
+
+
+def _cpu_threads(config: NnunetConfig) -> int:
+    if config.cpu_threads is not None:
+        return config.cpu_threads
+    # One core for the network, the rest for data augmentation: more torch threads than free
+    # cores make convolutions many times slower (OpenMP threads wait on each other).
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _context_without_runner(train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path,
+                            config: MethodConfig) -> JobContext:
+    """A job context for direct (non-runner) use: the cases' dataset, the fold they form."""
+    dataset = load_dataset(Path(train_cases[0].image_path).parent.parent)
+    fit_ids = {c.case_id for c in [*train_cases, *val_cases]}
+    splits_file, fold = None, 0
+    if dataset.splits_path.is_file():
+        folds = [Fold.model_validate(f) for f in json.loads(dataset.splits_path.read_text())]
+        matching = [k for k, f in enumerate(folds) if set(f.train) == fit_ids]
+        if matching:
+            splits_file, fold = dataset.splits_path, matching[0]
+    if splits_file is None:
+        folds = [Fold(train=sorted(fit_ids), val=sorted({c.case_id for c in dataset.cases} - fit_ids))]
+        splits_file = workdir / "nnunet_split.json"
+        splits_file.write_text(json.dumps([f.model_dump() for f in folds], indent=2))
+    preset = next(
+        (name for name in type(config).PRESETS if type(config).preset(name, seed=config.seed) == config), "custom"
+    )
+    return JobContext(
+        dataset_dir=dataset.root, dataset_name=dataset.name, dataset_fingerprint=dataset.fingerprint,
+        splits_file=splits_file, split_hash=split_hash(folds), fold=fold, preset=preset,
+        seed=config.seed, shared_dir=workdir / "shared",
+    )
+
+
+class NnunetTwoD(_NnunetMethod):
+    card = MethodCard(
+        name="nnunet-2d", task="segmentation",
+        description="nnU-Net v2 '2d' configuration (slice-wise U-Net planned by nnU-Net), trained with "
+        "nnU-Net's own pipeline, as one member of the seed study's ensemble",
+        citation=CITATION, reference=REFERENCE,
+    )
+    MEMBERS = ("2d",)
+
+
+class NnunetThreeD(_NnunetMethod):
+    card = MethodCard(
+        name="nnunet-3d", task="segmentation",
+        description="nnU-Net v2 '3d_fullres' configuration (3D U-Net planned by nnU-Net), trained with "
+        "nnU-Net's own pipeline, as one member of the seed study's ensemble",
+        citation=CITATION, reference=REFERENCE,
+    )
+    MEMBERS = ("3d_fullres",)
+
+
+class NnunetEnsemble(_NnunetMethod):
+    card = MethodCard(
+        name="nnunet-ensemble", task="segmentation",
+        description="softmax average of nnU-Net v2 '2d' and '3d_fullres' (the seed study's best "
+        "configuration); reuses members already trained for the same dataset, split, fold and preset",
+        citation=CITATION, reference=REFERENCE,
+    )
+    MEMBERS = ("2d", "3d_fullres")

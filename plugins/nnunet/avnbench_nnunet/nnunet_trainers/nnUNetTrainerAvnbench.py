@@ -1,0 +1,76 @@
+"""nnU-Net trainer whose schedule and split come from a job file written by avnbench.
+
+nnU-Net finds trainers by class name, in its own package or in the folders named by the
+``nnUNet_extTrainer`` environment variable (nnunetv2 >= 2.6). avnbench points that variable at
+this folder, so ``nnUNetv2_train ... -tr nnUNetTrainerAvnbench`` and nnU-Net's predictor both
+find this class without copying anything into nnU-Net's package tree.
+
+This module imports nothing from avnbench on purpose: nnU-Net imports it as a top-level module.
+
+The job file ``avnbench_job.json`` sits in the trainer's output folder (``fold_<k>``) and holds
+
+- ``num_epochs``, ``num_iterations_per_epoch``, ``num_val_iterations_per_epoch``, ``save_every``
+  and optionally ``batch_size`` (the preset's training schedule), and
+- ``train`` / ``val``: the case ids to train on and to compute nnU-Net's per-epoch pseudo Dice
+  on. avnbench passes the fold's training cases split into train and an internal validation
+  set, so the benchmark fold's own validation cases never reach the trainer.
+
+Without a job file the trainer behaves exactly like ``nnUNetTrainer``.
+"""
+
+import json
+import os
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+JOB_FILE = "avnbench_job.json"
+
+
+class nnUNetTrainerAvnbench(nnUNetTrainer):
+    def __init__(self, plans, configuration, fold, dataset_json, device=None):
+        import torch
+
+        super().__init__(plans, configuration, fold, dataset_json,
+                         device if device is not None else torch.device("cuda"))
+        self.avnbench_job = {}
+        job_path = os.path.join(self.output_folder, JOB_FILE) if self.output_folder else None
+        if job_path and os.path.isfile(job_path):
+            with open(job_path) as f:
+                self.avnbench_job = json.load(f)
+        job = self.avnbench_job
+        self.num_epochs = int(job.get("num_epochs", self.num_epochs))
+        self.num_iterations_per_epoch = int(job.get("num_iterations_per_epoch", self.num_iterations_per_epoch))
+        self.num_val_iterations_per_epoch = int(
+            job.get("num_val_iterations_per_epoch", self.num_val_iterations_per_epoch)
+        )
+        self.save_every = int(job.get("save_every", self.save_every))
+
+    def _set_batch_size_and_oversample(self):
+        super()._set_batch_size_and_oversample()
+        if self.avnbench_job.get("batch_size") and not self.is_ddp:
+            self.batch_size = int(self.avnbench_job["batch_size"])
+
+    def do_split(self):
+        if "train" not in self.avnbench_job:
+            return super().do_split()
+        if self.dataset_class is None:
+            from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        tr_keys = list(self.avnbench_job["train"])
+        val_keys = list(self.avnbench_job.get("val") or [])
+        if not val_keys:
+            # nnU-Net's loop needs a validation loader; with no internal validation cases its
+            # per-epoch pseudo Dice is computed on training cases (it selects nothing here).
+            val_keys = tr_keys
+        self.print_to_log_file(
+            f"avnbench split: {len(tr_keys)} training and {len(val_keys)} internal validation cases"
+        )
+        return tr_keys, val_keys
+
+    def save_checkpoint(self, filename: str) -> None:
+        # avnbench always predicts with checkpoint_final; a "best" checkpoint would be selected on
+        # nnU-Net's validation set, which avnbench does not use for selection.
+        if os.path.basename(filename) == "checkpoint_best.pth" and not self.avnbench_job.get("save_best", False):
+            return
+        super().save_checkpoint(filename)
