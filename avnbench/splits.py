@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,10 +64,14 @@ def make_splits(cases: Sequence[Case], n_folds: int = 5, seed: int = 0) -> tuple
     ids = np.array([c.case_id for c in cases])
     groups = np.array([c.patient_id for c in cases])
     strata = np.array([c.meta.steinberg or "none" for c in cases])
-    stratify = len(set(strata)) > 1
+    _, counts = np.unique(strata, return_counts=True)
+    # scikit-learn needs at least one grade with as many cases as folds to stratify at all
+    stratify = len(counts) > 1 and counts.max() >= n_folds
     if stratify:
         splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        parts = splitter.split(ids, strata, groups)
+        with warnings.catch_warnings():  # a rare grade with fewer cases than folds is expected
+            warnings.simplefilter("ignore", UserWarning)
+            parts = list(splitter.split(ids, strata, groups))
     else:
         # GroupKFold has no shuffle before scikit-learn 1.6; shuffle the patients ourselves.
         rng = np.random.default_rng(seed)

@@ -30,12 +30,15 @@ def default_tracking_uri() -> str:
 
 
 def _quiet_mlflow() -> None:
-    # MLflow logs database migrations and emoji run links at INFO on every start; keep the CLI clean.
+    # MLflow logs database migrations at INFO on every new store; keep the CLI's output clean.
     import logging
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # noqa: F401  (configures its loggers on import; adjust them afterwards)
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def client_for(uri: str):

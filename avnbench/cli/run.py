@@ -81,6 +81,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     Re-running the same command resumes: folds already finished are skipped.
     """
     from avnbench.cli.display import console, err_console, result_table, run_progress
+    from avnbench.dataset import load_dataset
     from avnbench.errors import AvnbenchError
     from avnbench.plugins import load_registry
     from avnbench.runner import resolve_device, run_benchmark
@@ -100,6 +101,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
             task = progress.add_task("generating the built-in phantom", total=None)
             data_dir = builtin_phantom(dev, phantom_cases, phantom_shape,
                                        progress=lambda done, total: progress.update(task, completed=done, total=total))
+    load_dataset(data_dir)  # a bad dataset fails before anything is written to the store
     tracker = MlflowTracker(tracking_uri)
     console.print(f"MLflow store: {tracker.uri}")
     failures = []
