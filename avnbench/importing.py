@@ -445,7 +445,15 @@ def import_dataset(
         write_dataset_json(build, name, len(metas), synthetic=src.synthetic)
         description = f"imported from {source.resolve()} by avnbench data import"
         cases_file = CasesFile(name=name, synthetic=src.synthetic, description=description, cases=metas)
-        write_cases_file(build, cases_file)
+        try:
+            write_cases_file(build, cases_file)
+        except UnicodeEncodeError:
+            # cases.json is written in the locale's encoding; an ASCII-only locale cannot hold
+            # non-ASCII ids.
+            raise DataError(
+                f"{source}: non-ASCII case or patient ids cannot be written in this locale; "
+                "run with a UTF-8 locale (LANG=C.UTF-8) or use ASCII ids"
+            ) from None
         _move_into_place(build, out)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)

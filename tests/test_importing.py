@@ -54,16 +54,16 @@ def make_hip(shape_zyx=(24, 40, 40), spacing_zyx=(1.2, 0.8, 0.8), side="L", radi
     return image, label, centre
 
 
-def write_dicom_series(image, folder: Path) -> None:
+def write_dicom_series(image, folder: Path, series: int = 1, prefix: str = "slice") -> None:
     """Write a 3-D image as an MR DICOM series, one file per slice (SimpleITK's
     DicomSeriesFromArray recipe), with the position, orientation and spacing tags."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(sitk.RescaleIntensity(image, 0, 2000), sitk.sitkInt16)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     d = image.GetDirection()
     stamp = time.strftime("%Y%m%d")
-    uid = "1.2.826.0.1.3680043.2.1125." + str(int(time.time() * 1000) % 10**9)
+    uid = f"1.2.826.0.1.3680043.2.1125.{int(time.time() * 1000) % 10**9}.{series}"
     common = {
         "0008|0060": "MR",
         "0008|0020": stamp,
@@ -83,7 +83,7 @@ def write_dicom_series(image, folder: Path) -> None:
         sl.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in position))
         sl.SetMetaData("0020|0013", str(k + 1))
         sl.SetMetaData("0008|0018", f"{uid}.3.{k + 1}")
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
         writer.Execute(sl)
 
 
@@ -395,3 +395,17 @@ def test_default_names_are_made_safe(tmp_path):
     ds_json["name"] = "Hip AVN (Bern)"
     (src / "dataset.json").write_text(json.dumps(ds_json))
     assert import_dataset(src, tmp_path / "out", target_spacing_zyx=SPACING, target_shape_zyx=SHAPE).name == "Hip-AVN-Bern"
+
+
+def test_dicom_folder_must_hold_exactly_one_series(tmp_path):
+    from avnbench.validation import read_image_checked
+
+    image, _, _ = make_hip(shape_zyx=(6, 12, 12))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no DICOM series in this folder"):
+        read_image_checked(tmp_path / "empty")
+    write_dicom_series(image, tmp_path / "two", series=1, prefix="a")
+    assert read_image_checked(tmp_path / "two").GetSize() == (12, 12, 6)
+    write_dicom_series(image, tmp_path / "two", series=2, prefix="b")
+    with pytest.raises(DataError, match="two: 2 DICOM series in one folder; put each series in its own folder"):
+        read_image_checked(tmp_path / "two")
