@@ -79,11 +79,15 @@ def _union_crop(pred: np.ndarray, ref: np.ndarray, margin: Sequence[int]) -> tup
     Exactly equivalent for borders and distances: everything outside the box is background in
     both masks, and the array edge counts as background too. ``margin`` voxels per axis (>= 1).
     """
-    union = pred | ref
-    box = []
-    for axis in range(union.ndim):
-        other = tuple(a for a in range(union.ndim) if a != axis)
-        hit = np.flatnonzero(union.any(axis=other))
+    # Reduce along the first axis on contiguous rows, then only within the occupied slab.
+    n_first = pred.shape[0]
+    rows_hit = pred.reshape(n_first, -1).any(axis=1) | ref.reshape(n_first, -1).any(axis=1)
+    first = np.flatnonzero(rows_hit)
+    box = [slice(int(first[0]), int(first[-1]) + 1)]
+    projection = (pred[box[0]] | ref[box[0]]).any(axis=0)
+    for axis in range(projection.ndim):
+        other = tuple(a for a in range(projection.ndim) if a != axis)
+        hit = np.flatnonzero(projection.any(axis=other) if other else projection)
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
     box_t = tuple(box)
     pad = [(m, m) for m in margin]
@@ -119,6 +123,7 @@ def border(mask: np.ndarray) -> np.ndarray:
 # KD-tree; only the rest (farther than the offsets reach) go to a KD-tree.
 _MAX_OFFSET_BOX = 4000  # voxels in the box of lattice offsets looked at
 _SINGLE_OFFSETS = 12  # shortest offsets, tested one at a time, dropping resolved voxels
+_SHELLS = (0.25, 0.5, 0.75, 1.0)  # then shells out to these fractions of the radius, batched
 _GATHER_BUDGET = 1 << 21  # voxel lookups per batched chunk (bounds its memory)
 
 
@@ -145,9 +150,13 @@ def _local_offsets(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, 
     order = np.argsort(lengths, kind="stable")
     offsets, lengths = offsets[order], lengths[order]
     n_single = min(_SINGLE_OFFSETS, len(lengths))
-    n_half = max(n_single, int(np.searchsorted(lengths, radius / 2, side="right")))
     groups = [slice(i, i + 1) for i in range(n_single)]
-    groups += [g for g in (slice(n_single, n_half), slice(n_half, len(lengths))) if g.stop > g.start]
+    start = n_single
+    for fraction in _SHELLS:
+        stop = max(start, int(np.searchsorted(lengths, radius * fraction, side="right")))
+        if stop > start:
+            groups.append(slice(start, stop))
+        start = stop
     return offsets, lengths, reach, groups
 
 
