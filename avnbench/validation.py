@@ -1,8 +1,10 @@
 """Dataset checks: the ones ``avnbench data check`` runs and ``avnbench data import`` relies on.
 
-The per-array checks (:func:`intensity_problem`, :func:`label_value_problem`,
-:func:`grid_mismatch`) return a short description of the problem or None, so that import can
-raise it as a one-line error and ``check_dataset`` can collect it in a report.
+:func:`read_image_checked` reads an image file or DICOM series and turns every failure into one
+line (ITK's own messages on stderr are caught; truncated NIfTI files, which ITK reads as zeros,
+are found). The per-array checks (:func:`intensity_problem`, :func:`image_file_problem`,
+:func:`label_value_problem`, :func:`grid_mismatch`) return a short description of the problem or
+None, so that import can raise it as a one-line error and ``check_dataset`` can collect it.
 ``check_dataset`` never raises for a problem of a single case; it returns a
 :class:`DatasetReport` whose ``errors`` make ``data check`` exit non-zero.
 """
@@ -16,6 +18,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -259,12 +262,31 @@ def _nifti_voxels(path: Path) -> tuple[np.ndarray | None, str | None]:
 _NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
 
 
+@lru_cache(maxsize=64)
+def _nifti_facts(path: str, mtime_ns: int, size: int) -> tuple[str | None, int | None, int | None]:
+    """(problem, NaN count, infinite count) of a NIfTI file; cached per file version, so the
+    integrity check and the NaN count of one file decompress it once."""
+    voxels, problem = _nifti_voxels(Path(path))
+    if voxels is None or voxels.dtype.kind != "f":
+        return problem, None, None
+    return None, int(np.isnan(voxels).sum()), int(np.isinf(voxels).sum())
+
+
+def _facts(path: Path) -> tuple[str | None, int | None, int | None]:
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None, None, None
+    return _nifti_facts(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
 def nifti_integrity_problem(path: Path) -> str | None:
     """'truncated ...' when a NIfTI file's gzip stream or voxel block is incomplete, else None.
 
     ITK's NIfTI reader fills a truncated file with zeros without a word; this catches it.
     """
-    return _nifti_voxels(Path(path))[1]
+    return _facts(path)[0]
 
 
 def nifti_nonfinite_count(path: Path) -> tuple[int, int] | None:
@@ -274,10 +296,8 @@ def nifti_nonfinite_count(path: Path) -> tuple[int, int] | None:
     ITK's NIfTI reader turns NaN into 0, so a NIfTI's NaNs never reach SimpleITK's arrays; this
     reads the stored voxel block itself.
     """
-    voxels, _ = _nifti_voxels(Path(path))
-    if voxels is None or voxels.dtype.kind != "f":
-        return None
-    return int(np.isnan(voxels).sum()), int(np.isinf(voxels).sum())
+    _, n_nan, n_inf = _facts(path)
+    return None if n_nan is None else (n_nan, n_inf)
 
 
 # ----------------------------------------------------------------------------- array checks
