@@ -19,6 +19,7 @@ physical LPS frame by side: lateral is -x (LPS) for a right hip and +x for a lef
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,7 +303,7 @@ def _lesion_direction(beta_lateral_deg: float, beta_anterior_deg: float) -> np.n
     return _unit([np.sin(bl) * np.cos(ba), np.sin(ba), np.cos(bl) * np.cos(ba)])
 
 
-def _make_lesion(rng, anatomy: Anatomy, beta_lateral: float, shape_params: dict) -> Lesion:
+def _make_lesion(anatomy: Anatomy, beta_lateral: float, shape_params: dict) -> Lesion:
     u = _lesion_direction(beta_lateral, shape_params["beta_anterior"])
     helper = np.array([0.0, 1.0, 0.0]) if abs(u[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
     e1 = _unit(np.cross(u, helper))
@@ -558,7 +559,7 @@ class _CaseBuilder:
         target = self.rng.uniform(lo_t, hi_t) if hi_t > lo_t else 0.5 * (lo_b + hi_b)
 
         def x_lat_at(beta):
-            lesion = _make_lesion(self.rng, an, beta, shape_params)
+            lesion = _make_lesion(an, beta, shape_params)
             lesion.footprint_rad = shape_params["footprint_rad"]
             scale = self._scale_for(lesion, p_sub, noise_sub, target_percent)
             x = self._coronal_x_lat(lesion, scale)
@@ -782,8 +783,6 @@ def _depression_ok(stage: str | None, depression: float | None) -> bool:
 def generate_case(plan: CasePlan, shape=DEFAULT_SHAPE, seed: int = 0) -> GeneratedCase:
     """Generate one case: draw anatomy and lesion, build labels, re-draw the lesion until its
     measured grades are clear of every threshold, then synthesise the image."""
-    import time
-
     t0 = time.perf_counter()
     builder = _CaseBuilder(plan, shape, seed)
     rng = builder.rng
