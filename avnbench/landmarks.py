@@ -88,10 +88,13 @@ def boundary_points_and_normals(labels: np.ndarray, geometry: Geometry) -> tuple
     """Boundary voxels of labels > 0 as physical points (n, 3) mm and unit outward normals (n, 3).
 
     Normals are the negative gradient of the lightly smoothed head mask, taken per array axis
-    in mm and turned into the physical frame with the direction matrix.
+    in mm and turned into the physical frame with the direction matrix. Voxels on the array's
+    edge are not boundary.
     """
     head = np.asarray(labels) > 0
-    border = head & ~ndimage.binary_erosion(head, border_value=0)
+    # Outside the array counts as head, so a head cut by the field of view gets no flat face
+    # there: that face is not the head's surface (and would pass for the neck cut).
+    border = head & ~ndimage.binary_erosion(head, border_value=1)
     idx = np.argwhere(border)
     spacing_zyx = np.asarray(geometry.spacing_zyx, dtype=float)
     smooth = ndimage.gaussian_filter(head.astype(np.float32), sigma=1.0 / spacing_zyx)

@@ -136,3 +136,14 @@ def test_estimates_match_the_phantoms_own_landmarks(phantom_cases):
         assert est.head_radius_mm == pytest.approx(truth.head_radius_mm, abs=0.6)
         assert est.patient_axes == truth.patient_axes  # the phantom's physical frame is LPS too
         assert side_from_neck_axis(case.labels, case.meta.geometry) == case.meta.side
+
+
+def test_a_head_cut_by_the_field_of_view_is_still_fitted():
+    labels, geom, centre = truncated_sphere((40, 70, 70), (1.0, 0.5, 0.5), 14.0, side="L")
+    # the field of view ends 3 mm above the centre: a flat face larger than the neck cut
+    top = int(np.ceil(geom.physical_to_index(centre)[0] + 3.0))
+    cut = labels[:top]
+    geom_cut = geom.model_copy(update={"size_xyz": (70, 70, top)})
+    lm = estimate_landmarks(cut, geom_cut, "L")
+    assert np.linalg.norm(np.asarray(lm.head_center_mm) - centre) < 0.4
+    assert side_from_neck_axis(cut, geom_cut) == "L"
