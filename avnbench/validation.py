@@ -478,7 +478,10 @@ def _check_case(case, grade: bool) -> tuple[CaseSummary, list[Issue], str | None
     elif not (label_array > 0).any():
         add("warning", f"{case.label_path}: no femoral head (no voxel labelled 1 or 2)")
     elif grade and not mismatch:
-        _compare_grades(case, meta, label_array.astype(np.uint8), summary, add)
+        try:
+            _compare_grades(case, meta, label_array.astype(np.uint8), summary, add)
+        except DataError as e:
+            add("error", f"{case.label_path}: cannot grade ({e})")
     if meta.landmarks is None:
         add("warning", "no landmarks; the JIC type cannot be graded (re-import to estimate them)")
     digest = hashlib.sha256(np.ascontiguousarray(image_array).tobytes()).hexdigest()

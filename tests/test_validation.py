@@ -225,3 +225,8 @@ def test_grid_mismatch_names_the_first_difference():
     assert grid_mismatch(a, d).startswith("direction")
     tiny = Geometry.of(a).model_copy(update={"origin": (1e-5, 0.0, 0.0)})
     assert geometry_mismatch(Geometry.of(a), tiny) is None  # float noise of NIfTI round trips
+
+
+def test_grades_can_be_skipped(clean_dataset):
+    report = check_dataset(clean_dataset, grade=False)
+    assert report.ok and all(c.computed_steinberg is None for c in report.cases)
