@@ -70,6 +70,27 @@ def _otsu_between(a: np.ndarray, b: np.ndarray) -> float:
     return float(best)
 
 
+def _head_shape(head: np.ndarray, case: Case) -> tuple[float, float]:
+    """Radius (mm) of a reference head and where its neck cut lies (fraction of the radius).
+
+    The centre and radius come from the case's landmarks (given, or estimated by a sphere fit at
+    import). The neck lies opposite the head's centroid offset: a truncated sphere's centroid sits
+    away from its cut.
+    """
+    spacing = np.asarray(case.spacing, float)
+    pts = np.argwhere(head) * spacing
+    if case.meta.landmarks is not None:
+        centre = case.meta.geometry.physical_to_index(np.asarray(case.meta.landmarks.head_center_mm)) * spacing
+        radius = float(case.meta.landmarks.head_radius_mm)
+    else:  # no landmarks: the farthest head voxel from the centroid bounds the radius
+        centre = pts.mean(axis=0)
+        radius = float(np.linalg.norm(pts - centre, axis=1).max()) / 1.2
+    away = pts.mean(axis=0) - centre
+    neck = -away / (np.linalg.norm(away) + 1e-9)
+    cut = float(((pts - centre) @ neck).max() / radius)
+    return radius, min(max(cut, 0.3), 1.0)
+
+
 def _normalise(image: np.ndarray, spacing: Sequence[float], sigma_mm: float) -> np.ndarray:
     from scipy import ndimage as ndi
 
@@ -102,11 +123,14 @@ class ThresholdBaseline(Method):
         rng = np.random.default_rng(cfg.seed)
         cases = list(train_cases) + list(val_cases)
         cases = cases[: cfg.max_training_cases]
-        head_in, head_out, vital, dark, lesion_mm3 = [], [], [], [], []
+        head_in, head_out, vital, dark, lesion_mm3, radii, cuts = [], [], [], [], [], [], []
         for case in cases:
             image = _normalise(case.image_array(), case.spacing, cfg.sigma_mm)
             labels = case.label_array()
             head = labels > 0
+            radius, cut = _head_shape(head, case)
+            radii.append(radius)
+            cuts.append(cut)
             ring = ndi.binary_dilation(head, _ball(4.0, case.spacing)) & ~head
             head_in.append(rng.choice(image[head], size=min(5000, int(head.sum()))))
             head_out.append(rng.choice(image[ring], size=min(5000, int(ring.sum()))))
@@ -127,6 +151,8 @@ class ThresholdBaseline(Method):
                 _otsu_between(np.concatenate(dark), np.concatenate(vital)) if dark else 0.0
             ),
             "min_lesion_mm3": float(0.25 * np.min(lesion_mm3)) if lesion_mm3 else 50.0,
+            "head_radius_mm": [float(np.mean(radii)), float(np.std(radii) + 0.5)],
+            "neck_cut_fraction": float(np.mean(cuts)),
             "n_training_cases": len(cases),
         }
         Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -143,6 +169,36 @@ class ThresholdBaseline(Method):
             yield SegmentationPrediction(case_id=case.case_id, labels=labels)
 
 
+def find_head_sphere(smooth: np.ndarray, spacing: np.ndarray, radius_range_mm: tuple[float, float]) -> tuple[np.ndarray, float]:
+    """Hough transform for a bright sphere: centre (voxel index, z y x) and radius (mm).
+
+    Every strong edge voxel votes, along its intensity gradient (which points into the brighter
+    head), for centres at each candidate radius; the best-supported (centre, radius) wins.
+    """
+    from scipy import ndimage as ndi
+
+    grads = np.stack(np.gradient(smooth, *spacing))
+    magnitude = np.sqrt((grads**2).sum(axis=0))
+    edges = magnitude > np.percentile(magnitude, 95)
+    points = np.argwhere(edges)
+    unit = grads[:, edges].T / (magnitude[edges][:, None] + 1e-9)
+    shape = np.asarray(smooth.shape)
+    radii = np.arange(radius_range_mm[0], radius_range_mm[1] + 1e-6, 1.0)
+    best = (-1.0, np.zeros(3), radii[0])
+    for radius in radii:
+        votes = np.zeros(smooth.shape, np.float32)
+        centres = np.round(points + unit * radius / spacing).astype(int)
+        inside = np.all((centres >= 0) & (centres < shape), axis=1)
+        np.add.at(votes, tuple(centres[inside].T), 1.0)
+        votes = ndi.gaussian_filter(votes, sigma=1.5 / spacing)
+        # normalise by the sphere's surface so large radii are not favoured
+        votes /= radius**2
+        idx = np.unravel_index(np.argmax(votes), votes.shape)
+        if votes[idx] > best[0]:
+            best = (float(votes[idx]), np.asarray(idx, float), float(radius))
+    return best[1], best[2]
+
+
 def segment(image: np.ndarray, spacing: Sequence[float], params: dict, cfg: ThresholdBaselineConfig) -> np.ndarray:
     """Label map (0 background, 1 vital, 2 necrosis) of one image (z, y, x); spacing in mm."""
     from scipy import ndimage as ndi
@@ -150,44 +206,26 @@ def segment(image: np.ndarray, spacing: Sequence[float], params: dict, cfg: Thre
     spacing = np.asarray(spacing, dtype=float)
     smooth = _normalise(image, spacing, cfg.sigma_mm)
     labels = np.zeros(image.shape, np.uint8)
-
-    bright = smooth > params["head_threshold"]
-    bright = ndi.binary_opening(bright, _ball(cfg.opening_mm, spacing))
-    components, n = ndi.label(bright)
-    if n == 0:
-        return labels
-    centre = (np.asarray(image.shape) - 1) / 2
-    # nearest component to the field-of-view centre (the crop is centred on the femoral head)
-    index = tuple(np.round(centre).astype(int))
-    if components[index] > 0:
-        chosen = components[index]
-    else:
-        coords = np.argwhere(components > 0)
-        d = np.linalg.norm((coords - centre) * spacing, axis=1)
-        chosen = components[tuple(coords[np.argmin(d)])]
-    femur = ndi.binary_fill_holes(components == chosen)
-
-    dist = ndi.distance_transform_edt(femur, sampling=spacing)
-    c_idx = np.unravel_index(np.argmax(dist), dist.shape)
-    radius = float(dist[c_idx]) + cfg.head_margin_mm
+    r_mean, r_sd = params["head_radius_mm"]
+    centre, radius = find_head_sphere(smooth, spacing, (r_mean - 3 * r_sd - 1, r_mean + 3 * r_sd + 1))
     grid = np.indices(image.shape, dtype=np.float32)
-    offsets = [(grid[a] - c_idx[a]) * spacing[a] for a in range(3)]
+    offsets = [(grid[a] - centre[a]) * spacing[a] for a in range(3)]
     r = np.sqrt(sum(o * o for o in offsets))
-    head = femur & (r <= radius)
-    head = ndi.binary_fill_holes(head)
-    if not head.any():
-        return labels
-    labels[head] = 1
+    ball = r <= radius + cfg.head_margin_mm
+    bright = smooth > params["head_threshold"]
 
-    # neck direction: from the head centre towards the femur outside the head sphere
-    outside = femur & (r > radius)
-    if outside.any():
-        neck = np.array([o[outside].mean() for o in offsets])
+    # the neck: where the shell just outside the head is bright (elsewhere the dark joint lies there)
+    shell = (r > radius + 1.0) & (r <= radius + 3.0) & bright
+    if shell.any():
+        neck = np.array([o[shell].mean() for o in offsets])
         neck /= np.linalg.norm(neck) + 1e-9
     else:
         neck = np.zeros(3)
     unit = [o / np.maximum(r, 1e-6) for o in offsets]
     cos_to_neck = sum(u * n for u, n in zip(unit, neck))
+    head = ball & (r * cos_to_neck <= params["neck_cut_fraction"] * radius)
+    labels[head] = 1
+
     inner = ndi.binary_erosion(head, _ball(cfg.surface_erosion_mm, spacing))
     dark = (smooth < params["necrosis_threshold"]) & inner & (cos_to_neck < -0.2)
     dark = ndi.binary_opening(dark, _ball(0.5 * min(1.0, max(spacing)), spacing))
@@ -195,7 +233,7 @@ def segment(image: np.ndarray, spacing: Sequence[float], params: dict, cfg: Thre
     if n_dark == 0:
         return labels
     sizes = ndi.sum(dark, dark_cc, index=np.arange(1, n_dark + 1)) * np.prod(spacing)
-    keep = np.flatnonzero(sizes >= params["min_lesion_mm3"] * 0.25) + 1
+    keep = np.flatnonzero(sizes >= params["min_lesion_mm3"]) + 1
     if keep.size == 0:
         return labels
     band = np.isin(dark_cc, keep)
@@ -205,7 +243,7 @@ def segment(image: np.ndarray, spacing: Sequence[float], params: dict, cfg: Thre
     phi = np.arctan2(unit[1], unit[2])
     step = np.deg2rad(cfg.angular_bin_deg)
     n_phi = int(np.ceil(2 * np.pi / step))
-    bins = (np.floor(theta / step).astype(np.int64) * n_phi + np.floor((phi + np.pi) / step).astype(np.int64))
+    bins = np.floor(theta / step).astype(np.int64) * n_phi + np.floor((phi + np.pi) / step).astype(np.int64)
     min_r = np.full(int(bins.max()) + 1, np.inf)
     np.minimum.at(min_r, bins[band], r[band])
     necrosis = head & (r >= min_r[bins])
