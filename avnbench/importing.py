@@ -229,7 +229,7 @@ def read_nnunet_raw(folder: Path) -> Source:
     folder = Path(folder)
     ds_path = folder / "dataset.json"
     try:
-        dataset_json = json.loads(ds_path.read_text())
+        dataset_json = json.loads(ds_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{ds_path}: missing; {folder} is not an nnU-Net raw dataset") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -319,7 +319,7 @@ def _read_our_cases_json(path: Path) -> tuple[dict[str, dict], bool]:
     if not path.exists():
         return {}, False
     try:
-        cases_file = CasesFile.model_validate_json(path.read_text())
+        cases_file = CasesFile.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as e:
         err = e.errors()[0]
         raise DataError(f"{path}: invalid cases.json ({'.'.join(map(str, err['loc']))}: {err['msg']})") from None
