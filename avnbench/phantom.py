@@ -757,7 +757,8 @@ def _shape_params(rng: np.random.Generator, plan: CasePlan, target_percent: floa
     cap = brentq(lambda a: (1 - np.cos(a)) ** 2 * (2 + np.cos(a)) / 4 - f, 1e-3, np.pi)
     return {
         "beta_anterior": rng.uniform(5.0, 35.0),
-        "depth": rng.uniform(0.6, 1.0),
+        # centre near the surface so that even small lesions are subchondral
+        "depth": rng.uniform(0.85, 1.0) if plan.steinberg == "A" else rng.uniform(0.72, 0.95),
         # (along the lesion axis, medio-lateral, antero-posterior): medial JIC types need lesions
         # narrow medio-laterally and long antero-posteriorly to stay anterosuperior
         "semi": (rng.uniform([0.5, 0.35, 0.8], [0.8, 0.6, 1.15]) if plan.jic in ("A", "B")
