@@ -285,11 +285,11 @@ def load_dataset(root: Path | str) -> Dataset:
         if not p.is_file():
             raise DataError(f"{p}: missing; {root} is not an avnbench dataset")
     try:
-        dataset_json = DatasetJson.model_validate_json(ds_path.read_text())
+        dataset_json = DatasetJson.model_validate_json(ds_path.read_text(encoding="utf-8"))
     except ValidationError as e:
         raise DataError(f"{ds_path}: invalid dataset.json ({_first_error(e)})") from None
     try:
-        cases_file = CasesFile.model_validate_json(cases_path.read_text())
+        cases_file = CasesFile.model_validate_json(cases_path.read_text(encoding="utf-8"))
     except ValidationError as e:
         raise DataError(f"{cases_path}: invalid cases.json ({_first_error(e)})") from None
     ids = [c.case_id for c in cases_file.cases]
@@ -316,9 +316,9 @@ def write_dataset_json(root: Path, name: str, num_training: int, synthetic: bool
         "description": "avnbench dataset" + (" (synthetic phantom)" if synthetic else ""),
         "synthetic": synthetic,
     }
-    (Path(root) / "dataset.json").write_text(json.dumps(content, indent=2) + "\n")
+    (Path(root) / "dataset.json").write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
 def write_cases_file(root: Path, cases_file: CasesFile) -> None:
     """Write ``cases.json`` (stable key order, so equal content gives equal bytes)."""
-    (Path(root) / CASES_FILE).write_text(cases_file.model_dump_json(indent=2) + "\n")
+    (Path(root) / CASES_FILE).write_text(cases_file.model_dump_json(indent=2) + "\n", encoding="utf-8")
