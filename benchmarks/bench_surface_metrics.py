@@ -103,13 +103,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions (best is kept)")
     parser.add_argument("--profile", action="store_true", help="cProfile avnbench's computation")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch threads for MONAI (default: torch's own choice); 1 avoids "
+                        "thread contention on a busy machine, the conservative comparison")
     args = parser.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
 
     import warnings
 
     warnings.filterwarnings("ignore")
     pairs = phantom_pair()
-    print(f"shape {SHAPE}, spacing {SPACING} mm (z, y, x), best of {args.repeat}")
+    import torch
+
+    print(f"shape {SHAPE}, spacing {SPACING} mm (z, y, x), best of {args.repeat}, "
+          f"torch threads {torch.get_num_threads()}")
     print(f"{'label':<9} {'avnbench s':>11} {'MONAI s':>9} {'ratio':>7} {'CPU ratio':>9} "
           f"{'max rel diff':>13}  values")
     for label, (pred, ref) in pairs.items():

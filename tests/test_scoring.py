@@ -95,6 +95,10 @@ def test_t2_concentric_spheres():
     ref, pred = sphere(10.0), sphere(11.0)
     assert (ref.sum(), pred.sum()) == (21588, 28744)
     assert dice(pred, ref) == pytest.approx(43176 / 50332, abs=1e-9)
+    voxel_cm3 = np.prod(ANISO) / 1000
+    for mask, radius, volume in ((ref, 10.0, 4.1794), (pred, 11.0, 5.5648)):
+        assert mask.sum() * voxel_cm3 == pytest.approx(volume, abs=1e-4)
+        assert mask.sum() * voxel_cm3 == pytest.approx(4 / 3 * math.pi * radius**3 / 1000, rel=0.005)
     m = surface_metrics(pred, ref, ANISO)
     assert m["assd"] == pytest.approx(0.9692, abs=1e-4)
     assert abs(m["assd"] - 1.0) / 1.0 < 0.05

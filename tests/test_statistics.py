@@ -112,6 +112,7 @@ def test_classification_with_a_class_absent_from_the_reference():
 
 def test_segmentation_summary_matches_scipy():
     rows = segmentation_rows()
+    rows[3]["steinberg_pred"] = "none"  # a missed lesion: survives the CSV round trip below
     summary = summarize_segmentation(rows, n_bootstrap=300, seed=4)
     m = summary.metrics
     frame = pd.DataFrame(rows)
@@ -137,6 +138,8 @@ def test_segmentation_summary_matches_scipy():
     # the same rows read back from a CSV (None -> NaN) give the same summary; the seed decides
     again = summarize_segmentation(pd.read_csv(_to_csv(rows)), n_bootstrap=300, seed=4)
     assert again.metrics == pytest.approx(m)
+    assert again.tables == summary.tables and summary.tables["steinberg_confusion"]["matrix"][1][0] == 1
+    assert sum(row[0] for row in summary.tables["steinberg_confusion"]["matrix"]) == 1
     other = summarize_segmentation(rows, n_bootstrap=300, seed=5)
     assert other.metrics["dice_vital_ci_low"] != m["dice_vital_ci_low"]
 
