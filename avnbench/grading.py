@@ -92,8 +92,8 @@ def steinberg_grade(percent: float) -> Literal["A", "B", "C"]:
 
 def steinberg_extent(labels: np.ndarray, spacing_zyx) -> SteinbergResult:
     """Steinberg extent of a label map; ``spacing_zyx`` in mm, array-axis order."""
-    counts = np.bincount(np.asarray(labels).ravel(), minlength=3)
-    n_vital, n_necrosis = int(counts[1]), int(counts[2])
+    labels = np.asarray(labels)
+    n_vital, n_necrosis = int(np.count_nonzero(labels == 1)), int(np.count_nonzero(labels == 2))
     voxel_cm3 = float(np.prod(np.asarray(spacing_zyx, dtype=float))) / 1000.0
     head_cm3 = (n_vital + n_necrosis) * voxel_cm3
     if n_necrosis == 0:

@@ -645,10 +645,12 @@ class _CaseBuilder:
         radial_sup = (p[2] - s * float(an.neck_axis[2])) / np.maximum(rho, np.float32(1e-3))
         cortex = an.neck_cortex * (1.0 + 0.7 * np.maximum(-radial_sup, 0.0))
         neck_marrow = rng.uniform(0.80, 0.95)
-        _paint(signal, neck_marrow, _ramp(np.maximum(neck_sdf + cortex, -s - 2.0), w))
+        _paint(signal, neck_marrow * (1.0 + np.float32(0.04) * coarse), _ramp(np.maximum(neck_sdf + cortex, -s - 2.0), w))
         head_marrow_sdf = np.maximum(head_sdf + an.plate, cut)
         head_fraction = _ramp(head_marrow_sdf, w)
-        _paint(signal, marrow, head_fraction)
+        # slight red/yellow marrow heterogeneity
+        marrow_texture = 1.0 + np.float32(rng.uniform(0.02, 0.05)) * medium
+        _paint(signal, marrow * marrow_texture, head_fraction)
         # physeal scar: a thin dark line along the head–neck label boundary, inside the bone
         inside_bone = _ramp(np.minimum(neck_sdf + cortex, head_sdf + an.plate), w)
         _paint(signal, dark * 2.0, _ramp(np.abs(cut) - rng.uniform(0.25, 0.45), w) * inside_bone)

@@ -78,7 +78,7 @@ def plane_slice(
     index = meta.geometry.physical_to_index(points)  # (v, h, 3) in (z, y, x)
     sampled = ndimage.map_coordinates(
         volume, np.moveaxis(index, -1, 0), order=order, mode="constant", cval=0,
-        prefilter=False,
+        prefilter=order > 1,
     )
     return PlaneSlice(
         array=sampled,

@@ -30,6 +30,7 @@ def test_steinberg_t5_thresholds_and_volumes(n_necrosis, grade):
     labels.ravel()[head[:n_necrosis]] = 2
     r = steinberg_extent(labels, SPACING_T5)
     assert r.grade == grade
+    assert steinberg_extent(labels.astype(np.int64), SPACING_T5) == r
     assert r.head_cm3 == pytest.approx(0.7744)
     assert r.percent == pytest.approx(100 * n_necrosis / 4000)
     if n_necrosis == 560:
