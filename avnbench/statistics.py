@@ -391,7 +391,8 @@ def summarize_classification(
     if f"{prefix}_pred" in frame.columns:
         pred = _codes(_strings(frame, f"{prefix}_pred"), classes, f"{prefix} class", ids)
     elif probs is not None:
-        pred = np.where(np.isfinite(probs).all(axis=1), np.nanargmax(np.nan_to_num(probs, nan=-1), axis=1), -1)
+        complete = np.isfinite(probs).all(axis=1)
+        pred = np.where(complete, np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1), -1)
     else:
         raise DataError(f"classification rows need '{prefix}_pred' or prob_<class> columns")
 

@@ -8,7 +8,8 @@ ASSD + HD95 + NSD@1mm together:
   percentile=95)`` + ``compute_surface_dice(use_subvoxels=False)``,
 
 and prints both wall-clock times (best of ``--repeat``), the ratio of wall-clock and of CPU
-times, and the largest relative difference of the values. Run: ``python benchmarks/bench_surface_metrics.py [--repeat 5] [--profile]``.
+times, and the largest relative difference of the values. Run:
+``python benchmarks/bench_surface_metrics.py [--repeat 5] [--torch-threads 1] [--profile]``.
 """
 
 from __future__ import annotations
