@@ -125,8 +125,8 @@ def test_cli_reports_a_broken_plugin_in_one_line(tmp_path):
     env_path = _fake_broken_distribution(tmp_path)
     import os
 
-    env = os.environ | {"PYTHONPATH": str(env_path)}
-    out = subprocess.run([sys.executable, "-m", "avnbench.cli", "methods"], capture_output=True, text=True, env=env)
+    env = os.environ | {"PYTHONPATH": str(env_path), "PYTHONIOENCODING": "utf-8"}
+    out = subprocess.run([sys.executable, "-m", "avnbench.cli", "methods"], capture_output=True, encoding="utf-8", env=env)
     assert out.returncode == 0, out.stderr
     assert "brokenplugin" in out.stderr and "Traceback" not in out.stderr
     assert "threshold-baseline" in out.stdout

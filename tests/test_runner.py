@@ -96,8 +96,8 @@ def test_interrupted_run_resumes_and_gives_the_same_numbers(baseline_run, tiny_d
 
 
 def _avnbench(*args, cwd=None):
-    env = os.environ | {"MLFLOW_TRACKING_URI": ""}
-    return subprocess.run([sys.executable, "-m", "avnbench", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    env = os.environ | {"MLFLOW_TRACKING_URI": "", "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run([sys.executable, "-m", "avnbench", *args], capture_output=True, encoding="utf-8", cwd=cwd, env=env)
 
 
 def test_cli_run_and_leaderboard(baseline_run, tiny_dataset, tmp_path):
