@@ -56,6 +56,10 @@ class TrainerSchedule(BaseModel):
         default=None, gt=0, description="batch size; None = the one nnU-Net's planner chose"
     )
     save_every: int = Field(default=50, gt=0, description="epochs between checkpoint_latest saves (default 50)")
+    initial_lr: float = Field(default=1e-2, gt=0, description="SGD learning rate at epoch 0, poly decay (default 0.01)")
+    oversample_foreground_percent: float = Field(
+        default=0.33, ge=0, le=1, description="share of each batch centred on foreground (default 0.33)"
+    )
     base_features: int | None = Field(
         default=None, gt=0,
         description="features of the first stage, the others scaled alike; None = nnU-Net's plan (32)",
@@ -67,13 +71,11 @@ class TrainerSchedule(BaseModel):
         return self.model_dump(exclude={"base_features", "patch_size"})
 
 
-def _schedule(epochs: int, iterations: int, val_iterations: int, batch_size: int | None = None,
-              save_every: int | None = None, base_features: int | None = None,
-              patch_size: list[int] | None = None) -> dict[str, Any]:
+def _schedule(epochs: int, iterations: int, val_iterations: int, save_every: int | None = None,
+              **changes: Any) -> dict[str, Any]:
     return TrainerSchedule(
         num_epochs=epochs, num_iterations_per_epoch=iterations,
-        num_val_iterations_per_epoch=val_iterations, batch_size=batch_size,
-        save_every=save_every or epochs, base_features=base_features, patch_size=patch_size,
+        num_val_iterations_per_epoch=val_iterations, save_every=save_every or epochs, **changes,
     ).model_dump()
 
 
@@ -162,7 +164,13 @@ class _NnunetMethod(Method):
                 device, config.seed, _cpu_threads(config), env,
             )
             folder = ws.member_folder(nnunet_configuration, context.fold)
-            members.append({"configuration": configuration, "folder": str(folder), "trained_now": trained_now})
+            members.append({
+                "configuration": configuration,
+                "nnunet_configuration": nnunet_configuration,
+                # relative, so that moving the whole work folder keeps the job usable
+                "folder": os.path.relpath(folder, workdir.resolve()),
+                "trained_now": trained_now,
+            })
             self._record_member(configuration, folder, trained_now)
         (workdir / MODELS_FILE).write_text(json.dumps({"method": self.card.name, "members": members}, indent=2))
 
@@ -195,7 +203,10 @@ class _NnunetMethod(Method):
             raise ConfigError(f"{models_path}: no trained nnU-Net model here; run fit first")
         members = json.loads(models_path.read_text())["members"]
         with _quiet():
-            predictors = [_load_predictor(Path(m["folder"]), device, self.config) for m in members]
+            predictors = [
+                _load_predictor((Path(workdir).resolve() / m["folder"]).resolve(), device, self.config)
+                for m in members
+            ]
         from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
         reader = SimpleITKIO()
@@ -218,9 +229,8 @@ def _load_predictor(folder: Path, device: str, config: NnunetConfig):
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from avnbench_nnunet.nnunet_trainers.nnUNetTrainerAvnbench import nnUNetTrainerAvnbench
 
     weights = folder / _jobs.WEIGHTS_FILE
     if not weights.is_file():
@@ -229,11 +239,16 @@ def _load_predictor(folder: Path, device: str, config: NnunetConfig):
     plans_manager = PlansManager(load_json(str(folder.parent / "plans.json")))
     dataset_json = load_json(str(folder.parent / "dataset.json"))
     configuration_manager = plans_manager.get_configuration(model["configuration"])
-    network = nnUNetTrainerAvnbench.build_network_architecture(
-        plans_manager, configuration_manager,
+    # What nnUNetTrainer.build_network_architecture does (nnUNetTrainerAvnbench keeps it); called
+    # directly because importing the trainer module drags in matplotlib and its $HOME caches.
+    network = get_network_from_plans(
+        configuration_manager.network_arch_class_name,
+        configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import,
         determine_num_input_channels(plans_manager, configuration_manager, dataset_json),
         plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
-        enable_deep_supervision=False,
+        allow_init=True,
+        deep_supervision=False,
     )
     state = torch.load(weights, map_location="cpu", weights_only=True)
     network.load_state_dict(state)

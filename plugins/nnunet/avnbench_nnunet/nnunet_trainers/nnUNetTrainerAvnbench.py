@@ -9,8 +9,9 @@ This module imports nothing from avnbench on purpose: nnU-Net imports it as a to
 
 The job file ``avnbench_job.json`` sits in the trainer's output folder (``fold_<k>``) and holds
 
-- ``num_epochs``, ``num_iterations_per_epoch``, ``num_val_iterations_per_epoch``, ``save_every``
-  and optionally ``batch_size`` (the preset's training schedule), and
+- ``num_epochs``, ``num_iterations_per_epoch``, ``num_val_iterations_per_epoch``, ``save_every``,
+  ``initial_lr``, ``oversample_foreground_percent`` and optionally ``batch_size`` (the preset's
+  training schedule; nnU-Net's attributes of the same names), and
 - ``train`` / ``val``: the case ids to train on and to compute nnU-Net's per-epoch pseudo Dice
   on. avnbench passes the fold's training cases split into train and an internal validation
   set, so the benchmark fold's own validation cases never reach the trainer.
@@ -44,6 +45,10 @@ class nnUNetTrainerAvnbench(nnUNetTrainer):
             job.get("num_val_iterations_per_epoch", self.num_val_iterations_per_epoch)
         )
         self.save_every = int(job.get("save_every", self.save_every))
+        self.initial_lr = float(job.get("initial_lr", self.initial_lr))
+        self.oversample_foreground_percent = float(
+            job.get("oversample_foreground_percent", self.oversample_foreground_percent)
+        )
 
     def _set_batch_size_and_oversample(self):
         super()._set_batch_size_and_oversample()

@@ -1,0 +1,150 @@
+"""nnU-Net plugin: conformance of all three methods on one shared work folder (smoke preset),
+reuse of trained members by the ensemble, and where nnU-Net's files go."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avnbench.errors import ConfigError
+from avnbench.runner import job_dir_for
+from avnbench.splits import read_splits
+from avnbench.testing import check_method
+
+from avnbench_nnunet import _jobs
+from avnbench_nnunet.method import MODELS_FILE, NnunetConfig, NnunetEnsemble, NnunetThreeD, NnunetTwoD
+from avnbench_nnunet.workspace import JOB_FILE, TRAINER_FOLDER
+
+METHODS = (NnunetTwoD, NnunetThreeD, NnunetEnsemble)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    """nnunet-2d, nnunet-3d, then nnunet-ensemble on fold 0 of one work folder, run with an
+    empty $HOME and an empty working directory so that stray writes would show."""
+    root = tmp_path_factory.mktemp("nnunet")
+    workdir, home, cwd = root / "work", root / "home", root / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HOME", str(home))
+    mp.chdir(cwd)
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        mp.delenv(var, raising=False)
+    try:
+        predictions, members, mtimes = {}, {}, {}
+        for cls in METHODS:
+            name = cls.card.name
+            if cls is NnunetEnsemble:  # what the ensemble must leave alone
+                mtimes = _member_mtimes(members)
+            predictions[name] = check_method(cls, tiny_dataset, workdir, preset="smoke")
+            job_dir = job_dir_for(workdir, tiny_dataset.name, name, "smoke", 0)
+            members[name] = json.loads((job_dir / MODELS_FILE).read_text())["members"]
+            for member in members[name]:
+                member["folder"] = str((job_dir.resolve() / member["folder"]).resolve())
+    finally:
+        mp.undo()
+    return {"workdir": workdir, "home": home, "cwd": cwd, "predictions": predictions,
+            "members": members, "mtimes_before_ensemble": mtimes, "dataset": tiny_dataset}
+
+
+def _member_mtimes(members: dict) -> dict[str, int]:
+    files = {}
+    for name in ("nnunet-2d", "nnunet-3d"):
+        folder = Path(members[name][0]["folder"])
+        for f in ("checkpoint_final.pth", _jobs.WEIGHTS_FILE, _jobs.MODEL_FILE):
+            files[str(folder / f)] = (folder / f).stat().st_mtime_ns
+    return files
+
+
+def test_members_trained_and_ensemble_reuses_them(trained):
+    members = trained["members"]
+    assert [m["trained_now"] for m in members["nnunet-2d"]] == [True]
+    assert [m["trained_now"] for m in members["nnunet-3d"]] == [True]
+    ensemble = members["nnunet-ensemble"]
+    assert [m["folder"] for m in ensemble] == [members["nnunet-2d"][0]["folder"], members["nnunet-3d"][0]["folder"]]
+    assert [m["trained_now"] for m in ensemble] == [False, False]
+    assert _member_mtimes(members) == trained["mtimes_before_ensemble"]
+
+
+def test_ensemble_is_the_softmax_average_of_its_members(trained):
+    p = trained["predictions"]
+    for two_d, three_d, ens in zip(p["nnunet-2d"], p["nnunet-3d"], p["nnunet-ensemble"]):
+        mean = (two_d.probabilities + three_d.probabilities) / 2
+        np.testing.assert_allclose(ens.probabilities, mean, atol=1e-5)
+        np.testing.assert_array_equal(ens.labels, np.argmax(mean, axis=0))
+        assert ens.probabilities.dtype == np.float32
+
+
+def test_nnunet_folders_live_in_the_work_folder_and_nothing_leaks_out(trained):
+    workdir, dataset = trained["workdir"].resolve(), trained["dataset"]
+    assert list(trained["home"].iterdir()) == []
+    assert list(trained["cwd"].iterdir()) == []
+    folder = Path(trained["members"]["nnunet-2d"][0]["folder"])
+    assert workdir in folder.parents
+    nnunet_root = next(workdir.rglob("nnUNet_preprocessed"))
+    (pre_dataset,) = [d for d in nnunet_root.iterdir() if d.is_dir()]
+    # the benchmark's split is nnU-Net's split, so nnU-Net's fold k is the benchmark's fold k
+    assert (pre_dataset / "splits_final.json").read_bytes() == dataset.splits_path.read_bytes()
+    raw_images = list((nnunet_root.parent / "nnUNet_raw").rglob("*_0000.nii.gz"))
+    assert len(raw_images) == len(dataset.cases) and all(p.is_symlink() for p in raw_images)
+    # preprocessing ran once for all three methods and both configurations
+    assert len(list(nnunet_root.parent.joinpath("logs").glob("preprocess.log"))) == 1
+
+
+def test_trainer_never_sees_the_folds_validation_cases(trained):
+    folds, _ = read_splits(trained["dataset"])
+    for member in trained["members"]["nnunet-ensemble"]:
+        job = json.loads((Path(member["folder"]) / JOB_FILE).read_text())
+        assert set(job["train"]) | set(job["val"]) <= set(folds[0].train)
+        assert not set(job["train"]) & set(job["val"])
+        smoke = NnunetConfig.preset("smoke").schedule("2d" if "2d" in member["folder"] else "3d_fullres")
+        assert job["num_epochs"] == smoke.num_epochs
+        assert job["num_iterations_per_epoch"] == smoke.num_iterations_per_epoch
+    assert not (Path(trained["members"]["nnunet-2d"][0]["folder"]) / "checkpoint_best.pth").exists()
+
+
+def test_training_log_and_curves_reach_the_folds_run(trained):
+    job_dir = job_dir_for(trained["workdir"], trained["dataset"].name, "nnunet-3d", "smoke", 0)
+    artifacts = {p.name for p in (job_dir / "artifacts").rglob("*") if p.is_file()}
+    assert "progress.png" in artifacts and any(a.startswith("training_log_") for a in artifacts)
+    curves = [json.loads(line) for line in (job_dir / "training_log.jsonl").read_text().splitlines()]
+    smoke_epochs = NnunetConfig.preset("smoke").trainer_3d.num_epochs
+    assert [c["step"] for c in curves if c["name"] == "train_loss"] == list(range(smoke_epochs))
+
+
+def test_predict_without_fit_says_what_to_do(tmp_path, tiny_dataset):
+    with pytest.raises(ConfigError, match="run fit first"):
+        list(NnunetTwoD.from_preset("smoke").predict(tiny_dataset.cases[:1], tmp_path, "cpu"))
+
+
+def test_nnunet_finds_the_trainer_through_nnUNet_extTrainer(monkeypatch):
+    monkeypatch.setenv("nnUNet_extTrainer", str(TRAINER_FOLDER))
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    trainer = recursive_find_trainer_class_by_name(_jobs.TRAINER_NAME)
+    assert trainer.__name__ == _jobs.TRAINER_NAME and issubclass(trainer, nnUNetTrainer)
+
+
+def test_paper_preset_is_nnunets_default_training():
+    paper = NnunetConfig.preset("paper")
+    for schedule in (paper.trainer_2d, paper.trainer_3d):
+        assert (schedule.num_epochs, schedule.num_iterations_per_epoch, schedule.num_val_iterations_per_epoch) == (
+            1000, 250, 50)
+        assert schedule.batch_size is None and schedule.base_features is None and schedule.patch_size is None
+    assert paper.use_mirroring
+    assert not NnunetConfig.preset("quick").use_mirroring
+
+
+def test_registered_through_the_entry_point():
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="avnbench") if e.name == "nnunet"]
+    registered = []
+    ep.load().avnbench_register_methods(registered.append)
+    assert [m.card.name for m in registered] == ["nnunet-2d", "nnunet-3d", "nnunet-ensemble"]
