@@ -137,7 +137,8 @@ def test_paper_preset_is_nnunets_default_training():
         assert (schedule.num_epochs, schedule.num_iterations_per_epoch, schedule.num_val_iterations_per_epoch) == (
             1000, 250, 50)
         assert schedule.batch_size is None and schedule.base_features is None and schedule.patch_size is None
-    assert paper.use_mirroring
+        assert (schedule.initial_lr, schedule.oversample_foreground_percent) == (0.01, 0.33)
+    assert paper.use_mirroring and paper.tile_step_size == 0.5
     assert not NnunetConfig.preset("quick").use_mirroring
 
 
@@ -148,3 +149,26 @@ def test_registered_through_the_entry_point():
     registered = []
     ep.load().avnbench_register_methods(registered.append)
     assert [m.card.name for m in registered] == ["nnunet-2d", "nnunet-3d", "nnunet-ensemble"]
+
+
+def test_cpu_presets_are_plans_variants_of_nnunets_own_plan(trained):
+    folder = Path(trained["members"]["nnunet-3d"][0]["folder"])
+    smoke = NnunetConfig.preset("smoke").trainer_3d
+    model = json.loads((folder / _jobs.MODEL_FILE).read_text())
+    assert model["patch_size"] == smoke.patch_size and model["batch_size"] == smoke.batch_size
+    plans = json.loads((folder.parent / "plans.json").read_text())["configurations"]
+    derived = plans[model["configuration"]]
+    assert derived["inherits_from"] == "3d_fullres"
+    planned = plans["3d_fullres"]["architecture"]["arch_kwargs"]
+    assert derived["architecture"]["arch_kwargs"]["features_per_stage"][0] == smoke.base_features
+    assert derived["architecture"]["arch_kwargs"]["strides"] == planned["strides"]
+
+
+def test_a_patch_that_does_not_fit_the_plan_is_a_config_error(trained):
+    from avnbench_nnunet.workspace import Workspace
+
+    dataset = trained["dataset"]
+    shared = next(trained["workdir"].rglob("_shared"))
+    ws = Workspace.create(shared, dataset.fingerprint, "unused")
+    with pytest.raises(ConfigError, match="divisible"):
+        ws.ensure_configuration("3d_fullres", None, [20, 48, 48])
