@@ -1,11 +1,18 @@
 """``jic-classifier``: a 2D ResNet classifying the JIC type (A/B/C1/C2) on the mid-coronal slice.
 
-Seed study 004 (Shen et al., J Arthroplasty 2024) trained a CNN on mid-coronal T1 MRI slices and
-showed that it looks at the necrotic area. Here the slice is reformatted from the 3D image with
+Seed study 004 (Shen et al., J Arthroplasty 2024) trained a CNN on 1,472 mid-coronal T1 MRI slices
+and showed that it looks at the necrotic area. Here the slice is reformatted from the 3D image with
 :func:`avnbench.slices.mid_coronal_slice` (patient lateral to the right, superior up, for left
 and right hips alike), z-scored, resized to a square network input and classified by a MONAI
 ResNet trained from scratch. A Grad-CAM heat map of the predicted class, on the slice's own grid,
 comes with every prediction.
+
+Two heads (``Config.head``). ``softmax`` is the study's kind of CNN: ResNet-18, global pooling,
+a 4-way linear layer; the ``paper`` preset uses it on the image alone. With the ~15 training
+cases of a CPU fold it does not beat the majority class, so ``quick`` and ``smoke`` use
+``lesion_extent``: the trunk maps necrosis (trained on the reference labels of the slice) and
+the class probabilities are ordinal steps at the JIC boundaries, read off that map with the
+case's landmarks as two extra input channels. README.md has the measurements.
 
 torch and MONAI are imported inside the functions that need them, so listing methods stays fast.
 """
@@ -57,16 +64,16 @@ class JicClassifierConfig(MethodConfig):
     stem_stride: int = Field(default=2, ge=1, le=2, description="stride of the 7×7 stem conv")
     stem_max_pool: bool = Field(
         default=False,
-        description="max-pool after the stem as in ImageNet ResNets; off keeps a finer Grad-CAM "
-        "grid on small inputs",
+        description="max-pool after the stem as in ImageNet ResNets; off keeps finer feature "
+        "maps (necrosis map, Grad-CAM) on small inputs",
     )
     input_size: int = Field(
         default=64, ge=16, description="the slice is resized to input_size × input_size pixels"
     )
     pooling: Literal["max", "avg"] = Field(
         default="max",
-        description="global pooling before the classifier: max answers 'is there a lesion "
-        "edge this far lateral anywhere', avg is the ImageNet ResNet's",
+        description="softmax head: global pooling before the linear layer (avg is the ImageNet "
+        "ResNet's; max asks 'is there such a feature anywhere')",
     )
     head: Literal["lesion_extent", "softmax"] = Field(
         default="lesion_extent",
@@ -144,7 +151,15 @@ class JicClassifierConfig(MethodConfig):
             "batch_size": 4,
         },
         "quick": {},
+        # the study's kind of model: an ImageNet ResNet-18 with a softmax head on the image alone
+        # (the abstract names no architecture or schedule; these are common ImageNet-style
+        # settings for ~1,000 training slices on a GPU)
         "paper": {
+            "head": "softmax",
+            "pooling": "avg",
+            "position_channels": False,
+            "lesion_guidance_weight": 0.0,
+            "plane_jitter_mm": 0.0,
             "widen_factor": 1.0,
             "stem_max_pool": True,
             "input_size": 224,
@@ -163,16 +178,17 @@ class JicClassifier(Method):
         name="jic-classifier",
         task="classification",
         description=(
-            "ResNet-18 (MONAI, 2D, trained from scratch) on the z-scored mid-coronal slice "
-            "through the femoral head centre, classifying the JIC type A/B/C1/C2; inverse-"
-            "frequency weighted cross-entropy, affine and intensity augmentation without "
-            "left-right flips, model selection on held-out training patients, Grad-CAM heat "
-            "map of the predicted class per case."
+            "2D ResNet (MONAI, trained from scratch) on the z-scored mid-coronal slice through "
+            "the femoral head centre, classifying the JIC type A/B/C1/C2. quick/smoke: ResNet "
+            "trunk mapping necrosis, with the JIC boundaries from the landmarks as ordinal "
+            "steps; paper: the study's ResNet-18 softmax classifier. Inverse-frequency weighted "
+            "cross-entropy, augmentation without left-right flips, model selection on held-out "
+            "training patients, Grad-CAM heat map of the predicted class per case."
         ),
         citation=(
-            "Shen X, Luo J, Tang X, Chen B, Qin Y, Zhou Y, Xiao J. Development and Validation of "
-            "an Automated Classification System for Osteonecrosis of the Femoral Head Using Deep "
-            "Learning Approach: A Multicenter Study. J Arthroplasty. 2024;39(2):379-386.e2."
+            "Shen X, et al. Development and Validation of an Automated Classification System "
+            "for Osteonecrosis of the Femoral Head Using Deep Learning Approach: A Multicenter "
+            "Study. J Arthroplasty. 2024;39(2):379-386.e2. doi:10.1016/j.arth.2023.08.018"
         ),
         classes=jic_classes(),
         reference="https://doi.org/10.1016/j.arth.2023.08.018",
@@ -184,8 +200,8 @@ class JicClassifier(Method):
     ) -> None:
         """Train on the training cases that have a reference JIC type; keep the epoch that
         does best on ``val_cases`` (accuracy, then loss; after a warm-up of a quarter of the
-        epochs). Cases without necrosis on the
-        mid-coronal slice (JIC None) have no class and are left out of training."""
+        epochs). Cases without necrosis on the mid-coronal slice (JIC None) have no class
+        and are left out of training."""
         with _torch_threads(self.config.cpu_threads, device):
             self._fit(train_cases, val_cases, Path(workdir), device)
 
@@ -343,9 +359,10 @@ class JicClassifier(Method):
 
 
 def build_network(config: JicClassifierConfig):  # noqa: C901 - one nested module
-    """A 2D MONAI ResNet with ``n_input_channels`` inputs and 4 outputs, randomly initialised
-    (MONAI's ResNet only fetches weights when asked to; nothing is downloaded), wrapped with the
-    lesion-guidance head. ``network(x)`` gives logits; the Grad-CAM layer is ``resnet.layer4``."""
+    """A 2D MONAI ResNet with ``n_input_channels`` inputs, randomly initialised (MONAI's ResNet
+    only fetches weights when asked to; nothing is downloaded), with a 1×1 necrosis head on
+    layer2 and the configured class head. ``network(x)`` gives class logits (log-probabilities
+    for ``lesion_extent``); the Grad-CAM layer is :func:`cam_layer`."""
     import math
 
     import torch
@@ -370,7 +387,11 @@ def build_network(config: JicClassifierConfig):  # noqa: C901 - one nested modul
             if config.head == "lesion_extent":
                 self.register_buffer("steps", torch.tensor(JIC_STEPS_WB).view(1, 3, 1, 1))
                 self.log_softness = torch.nn.Parameter(torch.tensor(math.log(0.05)))
-            if config.pooling == "max":
+            if config.head == "lesion_extent":
+                # the classes are read off the layer2 necrosis map: no deeper layers needed
+                self.resnet.layer3 = self.resnet.layer4 = torch.nn.Identity()
+                self.resnet.fc = torch.nn.Identity()
+            elif config.pooling == "max":
                 self.resnet.avgpool = torch.nn.AdaptiveMaxPool2d(1)
             layer2_channels = int(RESNET_WIDTHS[1] * config.widen_factor)
             self.lesion_head = torch.nn.Conv2d(layer2_channels, 1, kernel_size=1)
@@ -393,9 +414,10 @@ def build_network(config: JicClassifierConfig):  # noqa: C901 - one nested modul
 
         def extent_logits(self, x, lesion_logits):
             lesion = torch.sigmoid(
-                F.interpolate(lesion_logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            )
-            lateral, superior = x[:, 1:2], x[:, 2:3]
+                F.interpolate(lesion_logits.float(), size=x.shape[-2:], mode="bilinear",
+                              align_corners=False)
+            )  # fmt: skip
+            lateral, superior = x[:, 1:2].float(), x[:, 2:3].float()
             # beyond[:, k]: how surely a pixel lies lateral to boundary k, upper half only (the
             # JIC reading ignores necrosis below the head centre)
             beyond = torch.sigmoid((lateral - self.steps) / self.log_softness.exp())
