@@ -4,8 +4,8 @@ Seed study 004 (Shen et al., J Arthroplasty 2024) trained a CNN on 1,472 mid-cor
 and showed that it looks at the necrotic area. Here the slice is reformatted from the 3D image with
 :func:`avnbench.slices.mid_coronal_slice` (patient lateral to the right, superior up, for left
 and right hips alike), z-scored, resized to a square network input and classified by a MONAI
-ResNet trained from scratch. A Grad-CAM heat map of the predicted class, on the slice's own grid,
-comes with every prediction.
+ResNet trained from scratch. A heat map on the slice's own grid comes with every prediction:
+Grad-CAM of the predicted class (softmax head) or the network's necrosis map (lesion_extent).
 
 Two heads (``Config.head``). ``softmax`` is the study's kind of CNN: ResNet-18, global pooling,
 a 4-way linear layer; the ``paper`` preset uses it on the image alone. With the ~15 training
@@ -134,7 +134,7 @@ class JicClassifierConfig(MethodConfig):
         "one (several times faster than two when other jobs share the cores)",
     )
     save_heatmap_png: bool = Field(
-        default=True, description="write a slice + Grad-CAM overlay PNG per predicted case"
+        default=True, description="write a slice + heat map overlay PNG per predicted case"
     )
 
     @model_validator(mode="after")
@@ -172,7 +172,7 @@ class JicClassifierConfig(MethodConfig):
 
 
 class JicClassifier(Method):
-    """2D CNN on the mid-coronal slice → JIC type, with Grad-CAM heat maps."""
+    """2D CNN on the mid-coronal slice → JIC type, with a heat map per case."""
 
     card = MethodCard(
         name="jic-classifier",
@@ -183,7 +183,8 @@ class JicClassifier(Method):
             "trunk mapping necrosis, with the JIC boundaries from the landmarks as ordinal "
             "steps; paper: the study's ResNet-18 softmax classifier. Inverse-frequency weighted "
             "cross-entropy, augmentation without left-right flips, model selection on held-out "
-            "training patients, Grad-CAM heat map of the predicted class per case."
+            "training patients; per case a heat map: Grad-CAM of the predicted class (softmax "
+            "head) or the necrosis map the classes are read from (lesion_extent head)."
         ),
         citation=(
             "Shen X, et al. Development and Validation of an Automated Classification System "
@@ -313,8 +314,10 @@ class JicClassifier(Method):
     def predict(
         self, cases: Sequence[Case], workdir: Path, device: str
     ) -> Iterator[ClassificationPrediction]:
-        """Per case: JIC class probabilities and the Grad-CAM heat map of the predicted class on
-        the default mid-coronal grid (same shape as ``mid_coronal_slice(...).array``)."""
+        """Per case: JIC class probabilities and a heat map on the default mid-coronal grid (same
+        shape as ``mid_coronal_slice(...).array``): Grad-CAM of the predicted class on layer4
+        for the softmax head; for the lesion_extent head the network's necrosis probability
+        map, from which its class probabilities are read (its class-activation equivalent)."""
         import torch
         from monai.visualize import GradCAM
 
@@ -334,7 +337,8 @@ class JicClassifier(Method):
         model = build_network(network_config)
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         model.to(torch_device).eval()
-        cam = GradCAM(nn_module=model, target_layers=cam_layer(network_config))
+        gradcam = network_config.head == "softmax"
+        cam = GradCAM(nn_module=model, target_layers="resnet.layer4") if gradcam else None
 
         for case in cases:
             plane = _input_slice(case)
@@ -342,10 +346,14 @@ class JicClassifier(Method):
             # threads set per case, not across the yield: the caller's code keeps its own
             with _torch_threads(config.cpu_threads, device):
                 with torch.no_grad():
-                    probabilities = torch.softmax(model(x).float(), dim=1)[0].cpu().numpy()
-                with torch.enable_grad():
-                    cam_map = cam.compute_map(x, class_idx=int(probabilities.argmax()))
-            heatmap = upsample_cam(cam_map, plane.array.shape)
+                    logits, lesion_logits = model.forward_train(x)
+                    probabilities = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+                if gradcam:
+                    with torch.enable_grad():
+                        cam_map = cam.compute_map(x, class_idx=int(probabilities.argmax()))
+                    heatmap = upsample_cam(cam_map, plane.array.shape)
+                else:
+                    heatmap = necrosis_map(lesion_logits, plane.array.shape)
             if self.log and config.save_heatmap_png:
                 _save_overlay(
                     self.log.artifact(f"heatmaps/{case.case_id}.png"), plane, heatmap,
@@ -362,7 +370,7 @@ def build_network(config: JicClassifierConfig):  # noqa: C901 - one nested modul
     """A 2D MONAI ResNet with ``n_input_channels`` inputs, randomly initialised (MONAI's ResNet
     only fetches weights when asked to; nothing is downloaded), with a 1×1 necrosis head on
     layer2 and the configured class head. ``network(x)`` gives class logits (log-probabilities
-    for ``lesion_extent``); the Grad-CAM layer is :func:`cam_layer`."""
+    for ``lesion_extent``); ``forward_train(x)`` also the necrosis logits on the layer2 grid."""
     import math
 
     import torch
@@ -431,11 +439,6 @@ def build_network(config: JicClassifierConfig):  # noqa: C901 - one nested modul
     return JicNet()
 
 
-def cam_layer(config: JicClassifierConfig) -> str:
-    """The Grad-CAM layer: the last conv block the class scores depend on."""
-    return "resnet.layer4" if config.head == "softmax" else "resnet.layer2"
-
-
 def n_input_channels(config: JicClassifierConfig) -> int:
     """The grey slice, plus two landmark coordinate channels when ``position_channels``."""
     return 3 if config.position_channels else 1
@@ -477,6 +480,17 @@ def network_input(plane, meta: CaseMeta, config: JicClassifierConfig):
         channels.append((h_mm - x_med) / max(x_edge - x_med, 1e-3))
         channels.append(v_mm / meta.landmarks.head_radius_mm)
     return torch.from_numpy(_resize(np.stack(channels), config.input_size, "bilinear"))
+
+
+def necrosis_map(lesion_logits, shape: tuple[int, ...]) -> np.ndarray:
+    """The network's necrosis probability (0–1, float32), its (1, 1, h, w) logits resized
+    bilinearly to the slice ``shape`` (same field of view) before the sigmoid."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = F.interpolate(lesion_logits.detach().float(), size=tuple(shape), mode="bilinear",
+                           align_corners=False)[0, 0]  # fmt: skip
+    return torch.sigmoid(logits).cpu().numpy().astype(np.float32)
 
 
 def _resize(array: np.ndarray, size: int, mode: str) -> np.ndarray:

@@ -52,6 +52,17 @@ def test_heatmap_on_the_default_mid_coronal_grid_and_non_negative(smoke_run):
         assert (job_dir / "artifacts" / "heatmaps" / f"{case.case_id}.png").stat().st_size > 0
 
 
+def test_gradcam_of_the_softmax_head_on_the_slice_grid_and_non_negative(tiny_dataset, tmp_path):
+    predictions = check_method(
+        JicClassifier, tiny_dataset, tmp_path, preset="smoke", head="softmax", epochs=2
+    )
+    folds, _ = read_splits(tiny_dataset)
+    for p, case in zip(predictions, tiny_dataset.subset(folds[0].val)):
+        assert p.heatmap.shape == mid_coronal_slice(case.image_array(), case.meta).array.shape
+        assert np.all(np.isfinite(p.heatmap)) and p.heatmap.min() >= 0
+        assert p.heatmap.max() in (0.0, pytest.approx(1.0))  # scaled to its peak
+
+
 def test_fit_records_curves_selection_and_class_weights(smoke_run):
     _, _, job_dir = smoke_run
     names = {row["name"] for row in TrainingLog(job_dir).read_metrics()}
