@@ -1,0 +1,460 @@
+"""The ``dynunet`` method: MONAI's Dynamic U-Net (5 levels, deep supervision), after seed 002.
+
+Uemura et al. (2025) segmented the femoral head and the necrotic lesion on 3D SPGR MRI with a
+5-layer Dynamic U-Net and graded Steinberg A/B/C from the segmented volumes. This plugin trains
+MONAI's ``DynUNet`` with an nnU-Net-style topology (:mod:`avnbench_dynunet.planner`), Dice +
+cross-entropy with deep supervision, foreground/background-balanced random patches, flips and
+intensity augmentation, and predicts by Gaussian-weighted sliding windows. The best checkpoint is
+chosen by the mean Dice (vital, necrosis) on ``val_cases``, the validation part the core carves
+out of the fold's training cases.
+
+torch and MONAI are imported inside functions so that listing methods stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from avnbench.dataset import Case
+from avnbench.errors import ConfigError
+from avnbench.methods import Method, MethodCard, MethodConfig, SegmentationPrediction
+from avnbench_dynunet.planner import Topology, plan_topology
+
+LEVELS = 5
+N_CLASSES = 3
+MODEL_SUBDIR = "dynunet"
+PLAN_FILE = "plan.json"
+CHECKPOINT_FILE = "best.pt"
+DATA_USAGE_FILE = "data_usage.json"
+
+
+class DynUNetConfig(MethodConfig):
+    """Hyper-parameters of the Dynamic U-Net (defaults = the ``quick`` preset)."""
+
+    filters: tuple[int, int, int, int, int] | None = Field(
+        default=(8, 16, 32, 64, 96),
+        description="feature channels per resolution level (5 levels); None = MONAI's defaults "
+        "(64, 96, 128, 192, 256)",
+    )
+    deep_supervision_heads: int = Field(
+        default=2, ge=0, le=LEVELS - 2,
+        description="extra lower-resolution outputs in the loss, weighted 1/2, 1/4, ...",
+    )
+    patch_size: tuple[int, int, int] | None = Field(
+        default=(32, 64, 64),
+        description="training patch and sliding-window size in voxels (z, y, x), clipped to the "
+        "median image size and rounded up to the network's divisor; None = the whole median image",
+    )
+    batch_size: int = Field(default=2, ge=1, description="patches per training step")
+    epochs: int = Field(default=12, ge=1, description="training epochs")
+    iterations_per_epoch: int = Field(default=6, ge=1, description="training steps per epoch")
+    validate_every: int = Field(
+        default=2, ge=1, description="epochs between evaluations on val_cases (and the last epoch)"
+    )
+    optimizer: Literal["sgd", "adamw"] = Field(
+        default="adamw", description="SGD (Nesterov, momentum 0.99, as nnU-Net) or AdamW"
+    )
+    learning_rate: float = Field(default=3e-3, gt=0, description="initial learning rate")
+    weight_decay: float = Field(default=3e-5, ge=0, description="weight decay")
+    lr_decay_power: float = Field(
+        default=0.9, ge=0, description="poly learning-rate decay per epoch: lr·(1 − epoch/epochs)^power"
+    )
+    flip_prob: float = Field(default=0.5, ge=0, le=1, description="probability of a flip per axis")
+    intensity_aug_prob: float = Field(
+        default=0.3, ge=0, le=1,
+        description="probability of each intensity augmentation (scale ±10 %, shift ±0.1 SD, noise)",
+    )
+    sw_overlap: float = Field(default=0.25, ge=0, lt=1, description="sliding-window overlap fraction")
+    sw_batch_size: int = Field(default=2, ge=1, description="windows per forward pass at inference")
+    amp: bool = Field(default=True, description="mixed precision (float16) on CUDA; ignored on CPU")
+
+    PRESETS = {
+        "smoke": {
+            "filters": (4, 8, 8, 16, 16),
+            "deep_supervision_heads": 1,
+            "patch_size": None,
+            "batch_size": 1,
+            "epochs": 2,
+            "iterations_per_epoch": 2,
+            "validate_every": 1,
+        },
+        "quick": {},
+        "paper": {
+            "filters": None,
+            "deep_supervision_heads": 2,
+            "patch_size": (80, 160, 160),
+            "batch_size": 2,
+            "epochs": 500,
+            "iterations_per_epoch": 250,
+            "validate_every": 5,
+            "optimizer": "sgd",
+            "learning_rate": 1e-2,
+            "sw_overlap": 0.5,
+            "sw_batch_size": 4,
+        },
+    }
+
+    @field_validator("patch_size")
+    @classmethod
+    def _positive_patch(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"patch_size must be positive voxels (z, y, x), got {value}")
+        return value
+
+
+class NetworkPlan(BaseModel):
+    """Everything ``predict`` needs to rebuild the trained network (``workdir/dynunet/plan.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spacing_zyx: tuple[float, float, float]
+    topology: Topology
+    filters: tuple[int, ...] | None
+    deep_supervision_heads: int
+    best_epoch: int
+    best_val_dice: float | None
+    selection: Literal["val_cases", "last_epoch"]
+
+
+class DataUsage(BaseModel):
+    """Which cases fit actually touched (``workdir/dynunet/data_usage.json``), for leak audits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_cases: list[str] = Field(description="the train_cases fit was given")
+    val_cases: list[str] = Field(description="the val_cases fit was given")
+    training_batches: list[str] = Field(description="case ids that appeared in training batches")
+    selection: list[str] = Field(description="case ids the checkpoint selection evaluated")
+
+
+class DynUNetMethod(Method):
+    """MONAI Dynamic U-Net segmenting vital (1) and necrotic (2) femoral head bone."""
+
+    card = MethodCard(
+        name="dynunet",
+        task="segmentation",
+        description="MONAI DynUNet, 5 resolution levels with nnU-Net-style spacing-derived kernels "
+        "and strides, deep supervision, Dice+CE loss, balanced random patches, Gaussian sliding-"
+        "window inference; Steinberg grade from the segmented volumes (seed 002).",
+        citation="Uemura K, Takashima K, Otake Y, Li G, Mae H, Okada S, Hamada H, Sugano N. "
+        "Development of a Deep Learning Model for the Volumetric Assessment of Osteonecrosis of "
+        "the Femoral Head on Three-Dimensional Magnetic Resonance Imaging. J Arthroplasty. "
+        "2025;40(10 Suppl 1):S160-S166.e1. doi:10.1016/j.arth.2025.05.126",
+        reference="https://doi.org/10.1016/j.arth.2025.05.126",
+    )
+    Config = DynUNetConfig
+    config: DynUNetConfig
+
+    def fit(self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str) -> None:
+        """Train on ``train_cases``; keep the checkpoint with the best mean Dice on ``val_cases``."""
+        import torch
+        from monai.data import CacheDataset, DataLoader
+        from monai.losses import DeepSupervisionLoss, DiceCELoss
+        from monai.utils import set_determinism
+
+        if not train_cases:
+            raise ConfigError("dynunet needs at least one training case")
+        cfg = self.config
+        model_dir = Path(workdir) / MODEL_SUBDIR
+        model_dir.mkdir(parents=True, exist_ok=True)
+        set_determinism(seed=cfg.seed)
+        torch_device = torch.device(device)
+        use_amp = cfg.amp and torch_device.type == "cuda"
+
+        spacing = _median_spacing(train_cases)
+        median_shape = [int(statistics.median(c.meta.geometry.shape_zyx[a] for c in train_cases)) for a in range(3)]
+        wanted_patch = cfg.patch_size if cfg.patch_size is not None else median_shape
+        patch = [min(p, s) for p, s in zip(wanted_patch, median_shape)]
+        topology = plan_topology(spacing, patch, levels=LEVELS)
+        if self.log:
+            self.log.param("dynunet_patch_size_zyx", list(topology.patch_size))
+            self.log.param("dynunet_kernel_sizes", [list(k) for k in topology.kernel_sizes])
+            self.log.param("dynunet_strides", [list(s) for s in topology.strides])
+            self.log.param("dynunet_spacing_zyx_mm", list(spacing))
+
+        train_ds = CacheDataset(
+            [_case_item(c, with_label=True) for c in train_cases],
+            transform=_training_transforms(topology.patch_size, cfg),
+            cache_rate=1.0,
+            num_workers=0,
+            progress=False,
+        )
+        train_ds.transform.set_random_state(seed=cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        loader = DataLoader(
+            train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, generator=generator, drop_last=False
+        )
+        val_ds = CacheDataset(
+            [_case_item(c, with_label=True) for c in val_cases],
+            transform=_loading_transforms(with_label=True),
+            cache_rate=1.0,
+            num_workers=0,
+            progress=False,
+        )
+
+        model = _build_network(topology, cfg.filters, cfg.deep_supervision_heads).to(torch_device)
+        optimizer = _make_optimizer(model, cfg)
+        loss_fn = DeepSupervisionLoss(
+            # Batch Dice (as nnU-Net's 3d configurations) keeps patches without lesion from
+            # pulling the necrosis Dice term to 0 or 1 on their own.
+            DiceCELoss(to_onehot_y=True, softmax=True, batch=True),
+            weight_mode="exp",  # weights 1, 1/2, 1/4, ... from the full-resolution output down
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=torch.float16) if use_amp else nullcontext()
+        )
+
+        usage = DataUsage(
+            train_cases=[c.case_id for c in train_cases],
+            val_cases=[c.case_id for c in val_cases],
+            training_batches=[],
+            selection=[],
+        )
+        seen_in_training: set[str] = set()
+        seen_in_selection: set[str] = set()
+        best_dice, best_epoch = -1.0, -1
+        batches = _endless(loader)
+        checkpoint = model_dir / CHECKPOINT_FILE
+        for epoch in range(cfg.epochs):
+            lr = cfg.learning_rate * (1 - epoch / cfg.epochs) ** cfg.lr_decay_power
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            epoch_losses = []
+            for _ in range(cfg.iterations_per_epoch):
+                batch = next(batches)
+                seen_in_training.update(batch["case_id"])
+                images = batch["image"].to(torch_device)
+                labels = batch["label"].to(torch_device)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast:
+                    outputs = model(images)
+                    heads = list(torch.unbind(outputs, dim=1)) if cfg.deep_supervision_heads else [outputs]
+                    loss = loss_fn(heads, labels)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                # nnU-Net clips at 12; it keeps early SGD steps with momentum 0.99 from diverging.
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+                scaler.step(optimizer)
+                scaler.update()
+                epoch_losses.append(float(loss.detach()))
+            if self.log:
+                self.log.metric("train_loss", float(np.mean(epoch_losses)), step=epoch)
+                self.log.metric("learning_rate", lr, step=epoch)
+
+            last_epoch = epoch == cfg.epochs - 1
+            if len(val_ds) and ((epoch + 1) % cfg.validate_every == 0 or last_epoch):
+                dice_vital, dice_necrosis, evaluated = _evaluate(
+                    model, val_ds, topology.patch_size, cfg, torch_device, use_amp
+                )
+                seen_in_selection.update(evaluated)
+                mean_dice = (dice_vital + dice_necrosis) / 2
+                if self.log:
+                    self.log.metric("val_dice_vital", dice_vital, step=epoch)
+                    self.log.metric("val_dice_necrosis", dice_necrosis, step=epoch)
+                    self.log.metric("val_dice_mean", mean_dice, step=epoch)
+                if mean_dice > best_dice:
+                    best_dice, best_epoch = mean_dice, epoch
+                    torch.save(model.state_dict(), checkpoint)
+            elif not len(val_ds) and last_epoch:
+                best_epoch = epoch
+                torch.save(model.state_dict(), checkpoint)
+
+        plan = NetworkPlan(
+            spacing_zyx=spacing,
+            topology=topology,
+            filters=cfg.filters,
+            deep_supervision_heads=cfg.deep_supervision_heads,
+            best_epoch=best_epoch,
+            best_val_dice=best_dice if len(val_ds) else None,
+            selection="val_cases" if len(val_ds) else "last_epoch",
+        )
+        (model_dir / PLAN_FILE).write_text(plan.model_dump_json(indent=2) + "\n")
+        usage.training_batches = sorted(seen_in_training)
+        usage.selection = sorted(seen_in_selection)
+        (model_dir / DATA_USAGE_FILE).write_text(usage.model_dump_json(indent=2) + "\n")
+        if self.log:
+            self.log.param("dynunet_best_epoch", best_epoch)
+            self.log.param("dynunet_selection", plan.selection)
+
+    def predict(self, cases: Sequence[Case], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
+        """Gaussian-weighted sliding-window softmax on each image's own grid; labels = argmax."""
+        import torch
+        from monai.transforms import Compose
+
+        model_dir = Path(workdir) / MODEL_SUBDIR
+        plan_path, checkpoint = model_dir / PLAN_FILE, model_dir / CHECKPOINT_FILE
+        if not plan_path.is_file() or not checkpoint.is_file():
+            raise ConfigError(f"{model_dir}: no trained dynunet model (plan.json, best.pt); run fit first")
+        plan = NetworkPlan.model_validate_json(plan_path.read_text())
+        torch_device = torch.device(device)
+        use_amp = self.config.amp and torch_device.type == "cuda"
+        model = _build_network(plan.topology, plan.filters, plan.deep_supervision_heads)
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        model.to(torch_device).eval()
+        load: Compose = _loading_transforms(with_label=False)
+        for case in cases:
+            image = load(_case_item(case, with_label=False))["image"]
+            probabilities = _sliding_window_softmax(
+                model, image, plan.topology.patch_size, self.config, torch_device, use_amp
+            )
+            yield SegmentationPrediction(
+                case_id=case.case_id,
+                labels=probabilities.argmax(axis=0).astype(np.uint8),
+                probabilities=probabilities,
+            )
+
+
+def _median_spacing(cases: Sequence[Case]) -> tuple[float, float, float]:
+    """Median voxel spacing (z, y, x) in mm over the cases."""
+    return tuple(float(statistics.median(c.spacing[a] for c in cases)) for a in range(3))  # type: ignore[return-value]
+
+
+def _case_item(case: Case, with_label: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {"case_id": case.case_id, "image": str(case.image_path)}
+    if with_label:
+        if case.label_path is None:
+            raise ConfigError(f"case {case.case_id} has no label map; dynunet cannot train on it")
+        item["label"] = str(case.label_path)
+    return item
+
+
+def _loading_transforms(with_label: bool):
+    """Load NIfTI as (1, z, y, x) tensors, z-score the image over its nonzero voxels."""
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        EnsureTyped,
+        LoadImaged,
+        NormalizeIntensityd,
+        Transposed,
+    )
+
+    keys = ["image", "label"] if with_label else ["image"]
+    return Compose(
+        [
+            LoadImaged(keys, reader="NibabelReader", image_only=True),
+            EnsureChannelFirstd(keys, channel_dim="no_channel"),
+            # NiBabel gives (x, y, z); avnbench arrays are (z, y, x) like SimpleITK's.
+            Transposed(keys, indices=(0, 3, 2, 1)),
+            EnsureTyped(keys, dtype=np.float32, track_meta=False),
+            NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+        ]
+    )
+
+
+def _training_transforms(patch_size: Sequence[int], cfg: DynUNetConfig):
+    """Loading (cached), then random balanced patches, flips and intensity augmentation."""
+    from monai.transforms import (
+        Compose,
+        RandCropByPosNegLabeld,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        SpatialPadd,
+    )
+
+    keys = ["image", "label"]
+    return Compose(
+        [
+            *_loading_transforms(with_label=True).transforms,
+            SpatialPadd(keys, spatial_size=list(patch_size)),
+            RandCropByPosNegLabeld(
+                keys, label_key="label", spatial_size=list(patch_size), pos=1.0, neg=1.0, num_samples=1
+            ),
+            RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=0),
+            RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=1),
+            RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=2),
+            RandScaleIntensityd("image", factors=0.1, prob=cfg.intensity_aug_prob),
+            RandShiftIntensityd("image", offsets=0.1, prob=cfg.intensity_aug_prob),
+            RandGaussianNoised("image", std=0.05, prob=cfg.intensity_aug_prob),
+        ]
+    )
+
+
+def _build_network(topology: Topology, filters: Sequence[int] | None, deep_supervision_heads: int):
+    from monai.networks.nets import DynUNet
+
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=N_CLASSES,
+        kernel_size=[list(k) for k in topology.kernel_sizes],
+        strides=[list(s) for s in topology.strides],
+        upsample_kernel_size=[list(s) for s in topology.strides[1:]],
+        filters=list(filters) if filters is not None else None,
+        norm_name=("INSTANCE", {"affine": True}),
+        deep_supervision=deep_supervision_heads > 0,
+        deep_supr_num=max(deep_supervision_heads, 1),
+        res_block=False,
+    )
+
+
+def _make_optimizer(model, cfg: DynUNetConfig):
+    import torch
+
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.learning_rate, momentum=0.99, nesterov=True, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def _endless(loader) -> Iterator[dict[str, Any]]:
+    """Batches without end: nnU-Net-style epochs are a number of steps, not passes over the data."""
+    while True:
+        yield from loader
+
+
+def _sliding_window_softmax(model, image, patch_size: Sequence[int], cfg: DynUNetConfig, device, use_amp: bool) -> np.ndarray:
+    """Softmax probabilities (3, z, y, x) float32 of one (1, z, y, x) image tensor."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if use_amp else nullcontext()
+    with torch.no_grad(), autocast:
+        logits = sliding_window_inference(
+            image[None].to(device),
+            roi_size=list(patch_size),
+            sw_batch_size=cfg.sw_batch_size,
+            predictor=model,
+            overlap=cfg.sw_overlap,
+            mode="gaussian",
+        )
+    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float32)
+
+
+def _evaluate(model, val_ds, patch_size: Sequence[int], cfg: DynUNetConfig, device, use_amp: bool) -> tuple[float, float, list[str]]:
+    """Mean Dice of vital and necrosis over the validation cases, and the ids evaluated.
+
+    A label absent from both reference and prediction counts as Dice 1 (nothing to find,
+    nothing found), so a model is not rewarded for false positives on lesion-free hips.
+    """
+    import torch
+    from monai.metrics import compute_dice
+    from monai.networks.utils import one_hot
+
+    model.eval()
+    scores, evaluated = [], []
+    for item in val_ds:
+        probabilities = _sliding_window_softmax(model, item["image"], patch_size, cfg, device, use_amp)
+        predicted = torch.from_numpy(probabilities.argmax(axis=0))[None, None]
+        reference = item["label"][None].long()
+        dice = compute_dice(
+            one_hot(predicted, N_CLASSES), one_hot(reference, N_CLASSES), include_background=False, ignore_empty=False
+        )
+        scores.append(dice[0].numpy())
+        evaluated.append(item["case_id"])
+    model.train()
+    mean = np.mean(scores, axis=0)
+    return float(mean[0]), float(mean[1]), evaluated
