@@ -80,14 +80,14 @@ def _schedule(epochs: int, iterations: int, val_iterations: int, save_every: int
 
 
 # The CPU presets shorten the schedule and use a narrower network (and, for 3d, a smaller patch and
-# batch) through nnU-Net's plans-variant mechanism; the code path is nnU-Net's. The learning rate is
-# raised to 0.02 because a few hundred iterations are all a 2-core CPU affords (see README).
+# batch) through nnU-Net's plans-variant mechanism; the code path is nnU-Net's. The 3d learning rate
+# is raised to 0.02 because 150 iterations are all a 2-core CPU affords there (see README).
 _CPU = {"oversample_foreground_percent": 0.5, "initial_lr": 0.02}
 SCHEDULES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {"2d": _schedule(2, 3, 1, batch_size=4, base_features=8, **_CPU),
               "3d_fullres": _schedule(2, 2, 1, batch_size=1, base_features=4, patch_size=[24, 48, 48], **_CPU)},
-    "quick": {"2d": _schedule(6, 50, 2, batch_size=4, base_features=8, **_CPU),
-              "3d_fullres": _schedule(5, 30, 1, batch_size=2, base_features=8, patch_size=[24, 48, 48], **_CPU)},
+    "quick": {"2d": _schedule(12, 50, 2, batch_size=4, base_features=8, **{**_CPU, "initial_lr": 0.01}),
+              "3d_fullres": _schedule(8, 30, 1, batch_size=2, base_features=8, patch_size=[24, 48, 48], **_CPU)},
     "paper": {"2d": _schedule(1000, 250, 50, save_every=50), "3d_fullres": _schedule(1000, 250, 50, save_every=50)},
 }
 # Test-time mirroring off and non-overlapping tiles on a CPU (nnU-Net's -disable_tta, -step_size 1).

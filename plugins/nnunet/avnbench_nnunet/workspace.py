@@ -123,10 +123,16 @@ class Workspace:
         spec_path = log_path.with_suffix(".spec.json")
         spec_path.write_text(json.dumps(spec, indent=2, default=str))
         with open(log_path, "w") as log:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "avnbench_nnunet._jobs", step, str(spec_path)],
                 env=env, cwd=log_path.parent, stdout=log, stderr=subprocess.STDOUT,
             )
+            try:
+                proc.wait()
+            except BaseException:  # interrupted: do not leave nnU-Net training on its own
+                proc.kill()
+                proc.wait()
+                raise
         if proc.returncode != 0:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
             raise NnunetStepError(

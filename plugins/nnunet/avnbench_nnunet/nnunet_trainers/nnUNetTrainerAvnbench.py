@@ -1,7 +1,7 @@
 """nnU-Net trainer whose schedule and split come from a job file written by avnbench.
 
 nnU-Net finds trainers by class name, in its own package or in the folders named by the
-``nnUNet_extTrainer`` environment variable (nnunetv2 >= 2.6). avnbench points that variable at
+``nnUNet_extTrainer`` environment variable (nnunetv2 2.8). avnbench points that variable at
 this folder, so ``nnUNetv2_train ... -tr nnUNetTrainerAvnbench`` and nnU-Net's predictor both
 find this class without copying anything into nnU-Net's package tree.
 
