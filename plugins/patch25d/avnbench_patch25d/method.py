@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,11 @@ class Patch25dConfig(MethodConfig):
         "smoke": {
             "channels": (8, 16, 16),
             "hidden_units": 32,
-            "epochs": 3,
-            "iterations_per_epoch": 60,
+            "epochs": 2,
+            "iterations_per_epoch": 40,
             "batch_size": 64,
             "val_patches": 600,
+            "cpu_threads": 1,
         },
         "quick": {},
         "paper": {
@@ -47,24 +49,30 @@ class Patch25dConfig(MethodConfig):
             "batch_size": 256,
             "learning_rate": 1e-4,
             "momentum": 0.9,
+            "cosine_decay": False,
+            "roc_margin_mm": None,
             "val_patches": 20_000,
         },
     }
 
     channels: tuple[int, int, int] = Field(
-        default=(16, 32, 32), description="output channels of the three 3×3 convolutions (per plane)"
+        default=(8, 16, 16), description="output channels of the three 3×3 convolutions (per plane)"
     )
-    hidden_units: int = Field(default=64, gt=0, description="units of the first fully connected layer")
+    hidden_units: int = Field(default=32, gt=0, description="units of the first fully connected layer")
     conv_dropout: float = Field(
         default=0.1, ge=0, lt=1, description="dropout rate after each plane's last convolution"
     )
     fc_dropout: float = Field(default=0.5, ge=0, lt=1, description="dropout rate after the first FC layer")
     bias_init: float = Field(default=0.1, description="initial value of every bias (study: 0.1)")
-    epochs: int = Field(default=6, gt=0, description="training epochs")
+    epochs: int = Field(default=5, gt=0, description="training epochs")
     iterations_per_epoch: int = Field(default=60, gt=0, description="SGD steps per epoch")
     batch_size: int = Field(default=256, gt=0, description="voxels (patch triplets) per SGD step")
-    learning_rate: float = Field(default=0.02, gt=0, description="SGD learning rate")
+    learning_rate: float = Field(default=0.05, gt=0, description="SGD learning rate")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    cosine_decay: bool = Field(
+        default=True,
+        description="anneal the learning rate to 0 along a cosine over training (the study: constant)",
+    )
     weight_decay: float = Field(
         default=5e-4, ge=0, description="L2 regularisation of kernel weights (not biases)"
     )
@@ -74,13 +82,13 @@ class Patch25dConfig(MethodConfig):
         "(class-balanced sampling; background gets more for its variety)",
     )
     hard_negative_fraction: float = Field(
-        default=0.5,
+        default=0.6,
         ge=0,
         le=1,
         description="share of the background samples drawn within hard_negative_margin_mm of the head",
     )
     hard_negative_margin_mm: float = Field(
-        default=6.0, gt=0, description="distance from the head (mm) of the hard-negative band"
+        default=15.0, gt=0, description="distance from the head (mm) of the hard-negative band"
     )
     class_weighted_loss: bool = Field(
         default=True,
@@ -89,6 +97,12 @@ class Patch25dConfig(MethodConfig):
     )
     val_patches: int = Field(
         default=3000, ge=0, description="class-balanced validation voxels for picking the best epoch"
+    )
+    roc_margin_mm: float | None = Field(
+        default=10.0,
+        gt=0,
+        description="the ROC for the head cut-off uses the validation voxels within this distance "
+        "(mm) of the reference head; None = every voxel of the volume, as in the study",
     )
     min_cluster_fraction: float = Field(
         default=0.2,
@@ -104,6 +118,12 @@ class Patch25dConfig(MethodConfig):
         default=32, gt=0, description="planes evaluated at once in dense inference (memory bound)"
     )
     amp: bool = Field(default=True, description="mixed precision (float16) on CUDA; ignored on CPU")
+    cpu_threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="torch CPU threads during fit and predict (None: leave torch's setting); 1 "
+        "is safest on a machine shared with other jobs, where OpenMP threads wait on each other",
+    )
 
     @field_validator("class_fractions")
     @classmethod
@@ -141,6 +161,10 @@ class Patch25dCNN(Method):
     ) -> None:
         """Train the network on class-balanced voxel samples, pick the best epoch on
         ``val_cases``, then choose the head cut-off by ROC on ``val_cases``."""
+        with _cpu_threads(self.config.cpu_threads):
+            self._fit(train_cases, val_cases, Path(workdir), device)
+
+    def _fit(self, train_cases, val_cases, workdir: Path, device: str) -> None:
         import torch
 
         from avnbench_patch25d import network as net
@@ -184,6 +208,11 @@ class Patch25dCNN(Method):
         use_amp = cfg.amp and torch_device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         criterion = torch.nn.CrossEntropyLoss(weight=loss_weights)
+        total_steps = cfg.epochs * cfg.iterations_per_epoch
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser,
+            lambda step: 0.5 * (1 + np.cos(np.pi * step / total_steps)) if cfg.cosine_decay else 1.0,
+        )
 
         best_loss, best_epoch, best_state = float("inf"), cfg.epochs - 1, None
         started = time.perf_counter()
@@ -198,6 +227,7 @@ class Patch25dCNN(Method):
                 scaler.scale(loss).backward()
                 scaler.step(optimiser)
                 scaler.update()
+                schedule.step()
                 losses.append(float(loss.detach()))
             train_loss = float(np.mean(losses))
             if self.log:
@@ -219,13 +249,13 @@ class Patch25dCNN(Method):
         # The study's cut-off: ROC of P(head) against the reference head on held-out cases.
         roc = None
         if val:
-            head_prob = [
-                _dense_probabilities(model, c.padded, cfg, use_amp).numpy() for c in val
-            ]
-            roc = youden_cutoff(
-                np.concatenate([(c.labels > 0).ravel() for c in val]),
-                np.concatenate([(p[1] + p[2]).ravel() for p in head_prob]),
-            )
+            truth, scores = [], []
+            for c in val:
+                probabilities = _dense_probabilities(model, c.padded, cfg, use_amp).numpy()
+                region = _roc_region(c, cfg.roc_margin_mm)
+                truth.append((c.labels > 0)[region])
+                scores.append((probabilities[1] + probabilities[2])[region])
+            roc = youden_cutoff(np.concatenate(truth), np.concatenate(scores))
         cutoff = roc.cutoff if roc else _fallback_cutoff()
         min_cluster_mm3 = cfg.min_cluster_fraction * smallest_component_mm3(
             [c.labels for c in train], [c.spacing for c in train]
@@ -233,6 +263,7 @@ class Patch25dCNN(Method):
         post = {
             "head_cutoff": cutoff,
             "cutoff_source": "roc_youden_val_cases" if roc else "fallback_0.5_no_roc",
+            "roc_margin_mm": cfg.roc_margin_mm,
             "min_cluster_mm3": min_cluster_mm3,
             "opening_iterations": cfg.opening_iterations,
         }
@@ -254,13 +285,38 @@ class Patch25dCNN(Method):
         self, cases: Sequence[Case], workdir: Path, device: str
     ) -> Iterator[SegmentationPrediction]:
         """Dense probabilities of every voxel, then the fitted cut-off and post-processing."""
-        import torch
+        for case in cases:
+            with _cpu_threads(self.config.cpu_threads):
+                prediction = self._predict_one(case, Path(workdir), device)
+            yield prediction
 
+    def _predict_one(self, case: Case, workdir: Path, device: str) -> SegmentationPrediction:
         from avnbench_patch25d import network as net
         from avnbench_patch25d.postprocess import label_map
 
         cfg: Patch25dConfig = self.config  # type: ignore[assignment]
-        workdir = Path(workdir)
+        model, post = self._load(workdir, device)
+        use_amp = cfg.amp and device == "cuda"
+        padded = net.pad_volume(net.normalise_image(case.image_array())).to(device)
+        probabilities = _dense_probabilities(model, padded, cfg, use_amp).numpy()
+        labels = label_map(
+            probabilities,
+            post["head_cutoff"],
+            case.spacing,
+            post["min_cluster_mm3"],
+            post["opening_iterations"],
+        )
+        return SegmentationPrediction(case_id=case.case_id, labels=labels, probabilities=probabilities)
+
+    def _load(self, workdir: Path, device: str):
+        """The fitted network and post-processing settings, read once per instance."""
+        import torch
+
+        from avnbench_patch25d import network as net
+
+        key = (str(workdir), device)
+        if getattr(self, "_loaded_key", None) == key:
+            return self._loaded
         files = [workdir / f for f in (MODEL_FILE, ARCHITECTURE_FILE, POSTPROCESS_FILE)]
         missing = [f.name for f in files if not f.exists()]
         if missing:
@@ -269,24 +325,11 @@ class Patch25dCNN(Method):
             )
         architecture = json.loads(files[1].read_text())
         post = json.loads(files[2].read_text())
-        torch_device = torch.device(device)
         model = net.TriplanarPatchCNN(architecture["channels"], architecture["hidden_units"])
-        model.load_state_dict(torch.load(files[0], map_location=torch_device, weights_only=True))
-        model.to(torch_device).eval()
-        use_amp = cfg.amp and torch_device.type == "cuda"
-        for case in cases:
-            padded = net.pad_volume(net.normalise_image(case.image_array())).to(torch_device)
-            probabilities = _dense_probabilities(model, padded, cfg, use_amp).numpy()
-            labels = label_map(
-                probabilities,
-                post["head_cutoff"],
-                case.spacing,
-                post["min_cluster_mm3"],
-                post["opening_iterations"],
-            )
-            yield SegmentationPrediction(
-                case_id=case.case_id, labels=labels, probabilities=probabilities.astype(np.float32)
-            )
+        model.load_state_dict(torch.load(files[0], map_location=device, weights_only=True))
+        model.to(device).eval()
+        self._loaded_key, self._loaded = key, (model, post)
+        return model, post
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,6 +449,37 @@ def _dense_probabilities(model, padded, cfg: Patch25dConfig, use_amp: bool):
     from avnbench_patch25d import network as net
 
     return net.predict_dense(model, padded, plane_batch=cfg.inference_plane_batch, amp=use_amp)
+
+
+def _roc_region(case: _SampledCase, margin_mm: float | None) -> np.ndarray:
+    """Voxels that enter the ROC: within ``margin_mm`` of the reference head, or all.
+
+    Over the whole volume the many trivially negative voxels far from the head make every false
+    positive cheap in specificity, so Youden's cut-off (and with it the head's size) depends on
+    the field of view; a band around the head does not.
+    """
+    head = case.labels > 0
+    if margin_mm is None or not head.any():
+        return np.ones(head.shape, dtype=bool)
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(~head, sampling=case.spacing) <= margin_mm
+
+
+@contextmanager
+def _cpu_threads(threads: int | None):
+    """Run a block with ``threads`` torch CPU threads, restoring the previous setting."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _fallback_cutoff() -> float:

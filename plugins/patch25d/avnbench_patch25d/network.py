@@ -83,12 +83,19 @@ class PlaneTower(nn.Module):
         i.e. of the voxel at (i, j) of the unpadded plane. ``fc1_part`` is this tower's slice of
         the first fully connected layer's weight, shaped (hidden, c3, 4, 4).
         """
-        x = F.relu(self.conv1(images))
-        x = F.max_pool2d(x, 2, stride=1)
+        x = _dense_max_pool(F.relu(self.conv1(images)), dilation=1)
         x = F.relu(F.conv2d(x, self.conv2.weight, self.conv2.bias, dilation=2))
-        x = F.max_pool2d(x, 2, stride=1, dilation=2)
+        x = _dense_max_pool(x, dilation=2)
         x = F.relu(F.conv2d(x, self.conv3.weight, self.conv3.bias, dilation=4))
         return F.conv2d(x, fc1_part, dilation=4)
+
+
+def _dense_max_pool(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    """2×2 max-pooling at stride 1 with the given dilation, i.e. every stride-2 pooling window
+    of every shift at once; as two element-wise maxima, much faster on a CPU than max_pool2d."""
+    d = dilation
+    rows = torch.maximum(x[:, :, :-d, :], x[:, :, d:, :])
+    return torch.maximum(rows[:, :, :, :-d], rows[:, :, :, d:])
 
 
 class TriplanarPatchCNN(nn.Module):
