@@ -36,7 +36,6 @@ class Patch25dConfig(MethodConfig):
             "iterations_per_epoch": 40,
             "batch_size": 64,
             "val_patches": 600,
-            "cpu_threads": 1,
         },
         "quick": {},
         "paper": {
@@ -52,6 +51,7 @@ class Patch25dConfig(MethodConfig):
             "cosine_decay": False,
             "roc_margin_mm": None,
             "val_patches": 20_000,
+            "cpu_threads": None,
         },
     }
 
@@ -65,7 +65,7 @@ class Patch25dConfig(MethodConfig):
     fc_dropout: float = Field(default=0.5, ge=0, lt=1, description="dropout rate after the first FC layer")
     bias_init: float = Field(default=0.1, description="initial value of every bias (study: 0.1)")
     epochs: int = Field(default=5, gt=0, description="training epochs")
-    iterations_per_epoch: int = Field(default=60, gt=0, description="SGD steps per epoch")
+    iterations_per_epoch: int = Field(default=50, gt=0, description="SGD steps per epoch")
     batch_size: int = Field(default=256, gt=0, description="voxels (patch triplets) per SGD step")
     learning_rate: float = Field(default=0.05, gt=0, description="SGD learning rate")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
@@ -111,6 +111,13 @@ class Patch25dConfig(MethodConfig):
         description="post-processing removes head clusters smaller than this fraction of the "
         "smallest femoral head among the training labels",
     )
+    min_necrosis_cluster_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="necrosis clusters smaller than this fraction of the smallest necrotic lesion "
+        "among the training labels become vital",
+    )
     opening_iterations: int = Field(
         default=1, ge=0, description="binary opening iterations (6-neighbour structure)"
     )
@@ -119,7 +126,7 @@ class Patch25dConfig(MethodConfig):
     )
     amp: bool = Field(default=True, description="mixed precision (float16) on CUDA; ignored on CPU")
     cpu_threads: int | None = Field(
-        default=None,
+        default=1,
         gt=0,
         description="torch CPU threads during fit and predict (None: leave torch's setting); 1 "
         "is safest on a machine shared with other jobs, where OpenMP threads wait on each other",
@@ -168,7 +175,7 @@ class Patch25dCNN(Method):
         import torch
 
         from avnbench_patch25d import network as net
-        from avnbench_patch25d.postprocess import plot_roc, smallest_component_mm3, youden_cutoff
+        from avnbench_patch25d.postprocess import plot_roc, smallest_volume_mm3, youden_cutoff
 
         cfg: Patch25dConfig = self.config  # type: ignore[assignment]
         if not train_cases:
@@ -257,14 +264,19 @@ class Patch25dCNN(Method):
                 scores.append((probabilities[1] + probabilities[2])[region])
             roc = youden_cutoff(np.concatenate(truth), np.concatenate(scores))
         cutoff = roc.cutoff if roc else _fallback_cutoff()
-        min_cluster_mm3 = cfg.min_cluster_fraction * smallest_component_mm3(
-            [c.labels for c in train], [c.spacing for c in train]
+        spacings = [c.spacing for c in train]
+        min_cluster_mm3 = cfg.min_cluster_fraction * smallest_volume_mm3(
+            [c.labels > 0 for c in train], spacings
+        )
+        min_necrosis_mm3 = cfg.min_necrosis_cluster_fraction * smallest_volume_mm3(
+            [c.labels == 2 for c in train], spacings
         )
         post = {
             "head_cutoff": cutoff,
             "cutoff_source": "roc_youden_val_cases" if roc else "fallback_0.5_no_roc",
             "roc_margin_mm": cfg.roc_margin_mm,
             "min_cluster_mm3": min_cluster_mm3,
+            "min_necrosis_cluster_mm3": min_necrosis_mm3,
             "opening_iterations": cfg.opening_iterations,
         }
         (workdir / POSTPROCESS_FILE).write_text(json.dumps(post, indent=2))
@@ -272,6 +284,7 @@ class Patch25dCNN(Method):
             self.log.param("head_cutoff", round(cutoff, 6))
             self.log.param("cutoff_source", post["cutoff_source"])
             self.log.param("min_cluster_mm3", round(min_cluster_mm3, 3))
+            self.log.param("min_necrosis_cluster_mm3", round(min_necrosis_mm3, 3))
             self.log.param("best_epoch", best_epoch)
             self.log.metric("train_seconds", time.perf_counter() - started, step=0)
             if roc:
@@ -305,6 +318,7 @@ class Patch25dCNN(Method):
             case.spacing,
             post["min_cluster_mm3"],
             post["opening_iterations"],
+            post["min_necrosis_cluster_mm3"],
         )
         return SegmentationPrediction(case_id=case.case_id, labels=labels, probabilities=probabilities)
 

@@ -75,12 +75,12 @@ def plot_roc(roc: RocCutoff, path, title: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def smallest_component_mm3(label_maps: list[np.ndarray], spacings: list[tuple[float, float, float]]) -> float:
-    """The smallest femoral-head volume (mm³) among reference label maps that have a head."""
+def smallest_volume_mm3(
+    masks: list[np.ndarray], spacings: list[tuple[float, float, float]]
+) -> float:
+    """The smallest non-empty mask volume (mm³) among reference masks; 0 when all are empty."""
     volumes = [
-        float((labels > 0).sum()) * float(np.prod(spacing))
-        for labels, spacing in zip(label_maps, spacings)
-        if (labels > 0).any()
+        float(mask.sum()) * float(np.prod(spacing)) for mask, spacing in zip(masks, spacings) if mask.any()
     ]
     return min(volumes) if volumes else 0.0
 
@@ -121,13 +121,22 @@ def label_map(
     spacing_zyx: tuple[float, float, float],
     min_cluster_mm3: float,
     opening_iterations: int,
+    min_necrosis_cluster_mm3: float = 0.0,
 ) -> np.ndarray:
     """uint8 labels from probabilities (3, z, y, x): post-processed head, then necrosis where
-    P(necrosis) > P(vital) inside the head (the argmax between the two head classes)."""
+    P(necrosis) > P(vital) inside the head (the argmax between the two head classes); necrosis
+    clusters (26-connected) smaller than ``min_necrosis_cluster_mm3`` become vital."""
     head = postprocess_head(
         probabilities[1] + probabilities[2], cutoff, spacing_zyx, min_cluster_mm3, opening_iterations
     )
     labels = np.zeros(head.shape, dtype=np.uint8)
     labels[head] = 1
-    labels[head & (probabilities[2] > probabilities[1])] = 2
+    necrosis = head & (probabilities[2] > probabilities[1])
+    if min_necrosis_cluster_mm3 > 0 and necrosis.any():
+        components, _ = ndimage.label(necrosis, structure=np.ones((3, 3, 3), dtype=bool))
+        sizes_mm3 = np.bincount(components.ravel()) * float(np.prod(spacing_zyx))
+        keep = sizes_mm3 >= min_necrosis_cluster_mm3
+        keep[0] = False
+        necrosis = keep[components]
+    labels[necrosis] = 2
     return labels
