@@ -68,7 +68,7 @@ class JicClassifierConfig(MethodConfig):
         "maps (necrosis map, Grad-CAM) on small inputs",
     )
     input_size: int = Field(
-        default=64, ge=16, description="the slice is resized to input_size × input_size pixels"
+        default=96, ge=16, description="the slice is resized to input_size × input_size pixels"
     )
     pooling: Literal["max", "avg"] = Field(
         default="max",
@@ -85,7 +85,7 @@ class JicClassifierConfig(MethodConfig):
         "position_channels",
     )
     lesion_guidance_weight: float = Field(
-        default=1.0,
+        default=3.0,
         ge=0,
         description="weight of the necrosis loss: a 1×1 conv head on the layer2 features "
         "predicts the reference necrosis on the slice (binary cross-entropy on the area fraction "
@@ -106,7 +106,7 @@ class JicClassifierConfig(MethodConfig):
         "reference grading on that plane); 0 trains on the mid-coronal plane only",
     )
     plane_jitter_step_mm: float = Field(
-        default=1.0, gt=0, description="spacing of the shifted training planes (mm)"
+        default=2.0, gt=0, description="spacing of the shifted training planes (mm)"
     )
     epochs: int = Field(default=20, ge=1, description="training epochs")
     batch_size: int = Field(default=8, ge=2, description="slices per optimisation step")
@@ -200,9 +200,9 @@ class JicClassifier(Method):
         self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str
     ) -> None:
         """Train on the training cases that have a reference JIC type; keep the epoch that
-        does best on ``val_cases`` (accuracy, then loss; after a warm-up of a quarter of the
-        epochs). Cases without necrosis on the mid-coronal slice (JIC None) have no class
-        and are left out of training."""
+        does best on ``val_cases`` (accuracy, then loss; among the second half of the
+        epochs). Cases without necrosis on the mid-coronal slice (JIC None) have no class and
+        are left out of training."""
         with _torch_threads(self.config.cpu_threads, device):
             self._fit(train_cases, val_cases, Path(workdir), device)
 
@@ -285,9 +285,9 @@ class JicClassifier(Method):
                     self.log.metric("val_loss", val_loss, step=epoch)
                     self.log.metric("val_accuracy", val_accuracy, step=epoch)
                 score = (val_accuracy, -val_loss)
-                # the first quarter is warm-up: on a handful of validation cases an untrained
-                # network's lucky guess would otherwise win
-                eligible = epoch >= config.epochs // 4
+                # only the second half (annealed learning rate) is eligible: on a handful of
+                # validation cases an early, unstable epoch's lucky score would otherwise win
+                eligible = epoch >= config.epochs // 2
                 if eligible and (best is None or score > best):
                     best, best_epoch = score, epoch
                     torch.save(model.state_dict(), checkpoint)
