@@ -4,7 +4,6 @@ reuse of trained members by the ensemble, and where nnU-Net's files go."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
