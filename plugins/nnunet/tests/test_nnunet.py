@@ -171,3 +171,17 @@ def test_a_patch_that_does_not_fit_the_plan_is_a_config_error(trained):
     ws = Workspace.create(shared, dataset.fingerprint, "unused")
     with pytest.raises(ConfigError, match="divisible"):
         ws.ensure_configuration("3d_fullres", None, [20, 48, 48])
+
+
+def test_user_set_nnunet_folders_are_used_and_results_stay_keyed(monkeypatch, tmp_path):
+    from avnbench_nnunet.workspace import Workspace, training_key
+
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    key = training_key("quick", "ab" * 32, seed=0, schedule_is_preset=True, schedule={})
+    ws = Workspace.create(tmp_path / "shared", "f" * 64, key)
+    assert (ws.raw, ws.preprocessed) == (tmp_path / "nnUNet_raw", tmp_path / "nnUNet_preprocessed")
+    assert ws.results == tmp_path / "nnUNet_results" / "quick-splitabababababab"
+    assert ws.dataset_name.startswith("Dataset9") and ws.dataset_name.endswith("_avnffffffff")
+    assert training_key("quick", "ab" * 32, seed=3, schedule_is_preset=False, schedule={"a": 1}).startswith(
+        "quick-splitabababababab-seed3-custom")
