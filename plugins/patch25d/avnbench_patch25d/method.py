@@ -65,7 +65,7 @@ class Patch25dConfig(MethodConfig):
     fc_dropout: float = Field(default=0.5, ge=0, lt=1, description="dropout rate after the first FC layer")
     bias_init: float = Field(default=0.1, description="initial value of every bias (study: 0.1)")
     epochs: int = Field(default=5, gt=0, description="training epochs")
-    iterations_per_epoch: int = Field(default=50, gt=0, description="SGD steps per epoch")
+    iterations_per_epoch: int = Field(default=60, gt=0, description="SGD steps per epoch")
     batch_size: int = Field(default=256, gt=0, description="voxels (patch triplets) per SGD step")
     learning_rate: float = Field(default=0.05, gt=0, description="SGD learning rate")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
