@@ -50,6 +50,7 @@ NETWORK_FIELDS = (
 JIC_STEPS_WB = (1 / 3, 2 / 3, 1.0)
 RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 RESNET_WIDTHS = (64, 128, 256, 512)
+EVAL_BATCH = 64
 
 
 class JicClassifierConfig(MethodConfig):
@@ -639,8 +640,11 @@ def _evaluate(model, x: np.ndarray, y: np.ndarray, device) -> tuple[float, float
     import torch
 
     model.eval()
-    with torch.no_grad():
-        logits = model(torch.from_numpy(x).to(device)).float().cpu()
+    with torch.no_grad():  # in chunks: a real validation set at 224² would not fit at once
+        logits = torch.cat([
+            model(torch.from_numpy(chunk).to(device)).float().cpu()
+            for chunk in np.array_split(x, max(1, int(np.ceil(len(x) / EVAL_BATCH))))
+        ])  # fmt: skip
     target = torch.from_numpy(y)
     loss = float(torch.nn.functional.cross_entropy(logits, target))
     accuracy = float((logits.argmax(1) == target).float().mean())
