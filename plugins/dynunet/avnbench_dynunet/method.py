@@ -49,15 +49,20 @@ class DynUNetConfig(MethodConfig):
         description="extra lower-resolution outputs in the loss, weighted 1/2, 1/4, ...",
     )
     patch_size: tuple[int, int, int] | None = Field(
-        default=(32, 64, 64),
+        default=None,
         description="training patch and sliding-window size in voxels (z, y, x), clipped to the "
         "median image size and rounded up to the network's divisor; None = the whole median image",
     )
-    batch_size: int = Field(default=2, ge=1, description="patches per training step")
-    epochs: int = Field(default=12, ge=1, description="training epochs")
-    iterations_per_epoch: int = Field(default=6, ge=1, description="training steps per epoch")
+    class_weights: tuple[float, float, float] | None = Field(
+        default=None,
+        description="loss weights of background, vital, necrosis (cross-entropy and Dice); "
+        "None = equal",
+    )
+    batch_size: int = Field(default=1, ge=1, description="patches per training step")
+    epochs: int = Field(default=16, ge=1, description="training epochs")
+    iterations_per_epoch: int = Field(default=5, ge=1, description="training steps per epoch")
     validate_every: int = Field(
-        default=2, ge=1, description="epochs between evaluations on val_cases (and the last epoch)"
+        default=4, ge=1, description="epochs between evaluations on val_cases (and the last epoch)"
     )
     optimizer: Literal["sgd", "adamw"] = Field(
         default="adamw", description="SGD (Nesterov, momentum 0.99, as nnU-Net) or AdamW"
@@ -67,7 +72,10 @@ class DynUNetConfig(MethodConfig):
     lr_decay_power: float = Field(
         default=0.9, ge=0, description="poly learning-rate decay per epoch: lr·(1 − epoch/epochs)^power"
     )
-    flip_prob: float = Field(default=0.5, ge=0, le=1, description="probability of a flip per axis")
+    flip_prob: float = Field(
+        default=0.0, ge=0, le=1,
+        description="probability of a flip per axis (0 in quick: too few steps to learn mirrored anatomy)",
+    )
     intensity_aug_prob: float = Field(
         default=0.3, ge=0, le=1,
         description="probability of each intensity augmentation (scale ±10 %, shift ±0.1 SD, noise)",
@@ -80,11 +88,10 @@ class DynUNetConfig(MethodConfig):
         "smoke": {
             "filters": (4, 8, 8, 16, 16),
             "deep_supervision_heads": 1,
-            "patch_size": None,
-            "batch_size": 1,
             "epochs": 2,
             "iterations_per_epoch": 2,
             "validate_every": 1,
+            "flip_prob": 0.5,
         },
         "quick": {},
         "paper": {
@@ -92,9 +99,10 @@ class DynUNetConfig(MethodConfig):
             "deep_supervision_heads": 2,
             "patch_size": (80, 160, 160),
             "batch_size": 2,
-            "epochs": 500,
+            "epochs": 1000,
             "iterations_per_epoch": 250,
             "validate_every": 5,
+            "flip_prob": 0.5,
             "optimizer": "sgd",
             "learning_rate": 1e-2,
             "sw_overlap": 0.5,
@@ -203,9 +211,15 @@ class DynUNetMethod(Method):
         model = _build_network(topology, cfg.filters, cfg.deep_supervision_heads).to(torch_device)
         optimizer = _make_optimizer(model, cfg)
         loss_fn = DeepSupervisionLoss(
-            # Batch Dice (as nnU-Net's 3d configurations) keeps patches without lesion from
-            # pulling the necrosis Dice term to 0 or 1 on their own.
-            DiceCELoss(to_onehot_y=True, softmax=True, batch=True),
+            # As nnU-Net's 3d configurations: batch Dice (a patch without lesion does not pull
+            # the necrosis term to 0 or 1 on its own) without the background class.
+            DiceCELoss(
+                include_background=False,
+                to_onehot_y=True,
+                softmax=True,
+                batch=True,
+                weight=torch.tensor(cfg.class_weights, device=torch_device) if cfg.class_weights else None,
+            ),
             weight_mode="exp",  # weights 1, 1/2, 1/4, ... from the full-resolution output down
         )
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
