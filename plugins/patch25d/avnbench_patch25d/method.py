@@ -175,7 +175,12 @@ class Patch25dCNN(Method):
         import torch
 
         from avnbench_patch25d import network as net
-        from avnbench_patch25d.postprocess import plot_roc, smallest_volume_mm3, youden_cutoff
+        from avnbench_patch25d.postprocess import (
+            FALLBACK_CUTOFF,
+            plot_roc,
+            smallest_volume_mm3,
+            youden_cutoff,
+        )
 
         cfg: Patch25dConfig = self.config  # type: ignore[assignment]
         if not train_cases:
@@ -263,7 +268,7 @@ class Patch25dCNN(Method):
                 truth.append((c.labels > 0)[region])
                 scores.append((probabilities[1] + probabilities[2])[region])
             roc = youden_cutoff(np.concatenate(truth), np.concatenate(scores))
-        cutoff = roc.cutoff if roc else _fallback_cutoff()
+        cutoff = roc.cutoff if roc else FALLBACK_CUTOFF
         spacings = [c.spacing for c in train]
         min_cluster_mm3 = cfg.min_cluster_fraction * smallest_volume_mm3(
             [c.labels > 0 for c in train], spacings
@@ -494,9 +499,3 @@ def _cpu_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _fallback_cutoff() -> float:
-    from avnbench_patch25d.postprocess import FALLBACK_CUTOFF
-
-    return FALLBACK_CUTOFF
