@@ -118,6 +118,11 @@ class Patch25dConfig(MethodConfig):
         description="necrosis clusters smaller than this fraction of the smallest necrotic lesion "
         "among the training labels become vital",
     )
+    tune_necrosis_cutoff: bool = Field(
+        default=True,
+        description="choose the cut-off on P(necrosis | head) that maximises the pooled necrosis "
+        "Dice on the inner validation cases (grid 0.05-0.95); False: the argmax (0.5)",
+    )
     opening_iterations: int = Field(
         default=1, ge=0, description="binary opening iterations (6-neighbour structure)"
     )
@@ -177,7 +182,9 @@ class Patch25dCNN(Method):
         from avnbench_patch25d import network as net
         from avnbench_patch25d.postprocess import (
             FALLBACK_CUTOFF,
+            necrosis_cutoff_by_dice,
             plot_roc,
+            postprocess_head,
             smallest_volume_mm3,
             youden_cutoff,
         )
@@ -259,16 +266,6 @@ class Patch25dCNN(Method):
         )
 
         # The study's cut-off: ROC of P(head) against the reference head on held-out cases.
-        roc = None
-        if val:
-            truth, scores = [], []
-            for c in val:
-                probabilities = _dense_probabilities(model, c.padded, cfg, use_amp).numpy()
-                region = _roc_region(c, cfg.roc_margin_mm)
-                truth.append((c.labels > 0)[region])
-                scores.append((probabilities[1] + probabilities[2])[region])
-            roc = youden_cutoff(np.concatenate(truth), np.concatenate(scores))
-        cutoff = roc.cutoff if roc else FALLBACK_CUTOFF
         spacings = [c.spacing for c in train]
         min_cluster_mm3 = cfg.min_cluster_fraction * smallest_volume_mm3(
             [c.labels > 0 for c in train], spacings
@@ -276,12 +273,36 @@ class Patch25dCNN(Method):
         min_necrosis_mm3 = cfg.min_necrosis_cluster_fraction * smallest_volume_mm3(
             [c.labels == 2 for c in train], spacings
         )
+        roc, val_probabilities = None, []
+        if val:
+            truth, scores = [], []
+            for c in val:
+                probabilities = _dense_probabilities(model, c.padded, cfg, use_amp).numpy()
+                val_probabilities.append(probabilities)
+                region = _roc_region(c, cfg.roc_margin_mm)
+                truth.append((c.labels > 0)[region])
+                scores.append((probabilities[1] + probabilities[2])[region])
+            roc = youden_cutoff(np.concatenate(truth), np.concatenate(scores))
+        cutoff = roc.cutoff if roc else FALLBACK_CUTOFF
+        # Class-balanced training gives necrosis an equal prior, so the plain argmax over-calls it
+        # (the lesion is ~10-30 % of a head): its cut-off is tuned on the same held-out cases.
+        necrosis_cutoff, necrosis_dice = 0.5, None
+        if val and cfg.tune_necrosis_cutoff and any((c.labels == 2).any() for c in val):
+            heads = [
+                postprocess_head(p[1] + p[2], cutoff, c.spacing, min_cluster_mm3, cfg.opening_iterations)
+                for p, c in zip(val_probabilities, val)
+            ]
+            necrosis_cutoff, necrosis_dice = necrosis_cutoff_by_dice(
+                heads, val_probabilities, [c.labels == 2 for c in val], [c.spacing for c in val],
+                min_necrosis_mm3,
+            )
         post = {
             "head_cutoff": cutoff,
             "cutoff_source": "roc_youden_val_cases" if roc else "fallback_0.5_no_roc",
             "roc_margin_mm": cfg.roc_margin_mm,
             "min_cluster_mm3": min_cluster_mm3,
             "min_necrosis_cluster_mm3": min_necrosis_mm3,
+            "necrosis_cutoff": necrosis_cutoff,
             "opening_iterations": cfg.opening_iterations,
         }
         (workdir / POSTPROCESS_FILE).write_text(json.dumps(post, indent=2))
@@ -290,6 +311,7 @@ class Patch25dCNN(Method):
             self.log.param("cutoff_source", post["cutoff_source"])
             self.log.param("min_cluster_mm3", round(min_cluster_mm3, 3))
             self.log.param("min_necrosis_cluster_mm3", round(min_necrosis_mm3, 3))
+            self.log.param("necrosis_cutoff", necrosis_cutoff)
             self.log.param("best_epoch", best_epoch)
             self.log.metric("train_seconds", time.perf_counter() - started, step=0)
             if roc:
@@ -297,6 +319,8 @@ class Patch25dCNN(Method):
                 self.log.metric("val_roc_sensitivity_head", roc.sensitivity, step=0)
                 self.log.metric("val_roc_specificity_head", roc.specificity, step=0)
                 plot_roc(roc, self.log.artifact("roc_head.png"), "femoral head vs background (val)")
+            if necrosis_dice is not None:
+                self.log.metric("val_dice_necrosis_at_cutoff", necrosis_dice, step=0)
 
     # ----------------------------------------------------------------------------------------
     def predict(
@@ -324,6 +348,7 @@ class Patch25dCNN(Method):
             post["min_cluster_mm3"],
             post["opening_iterations"],
             post["min_necrosis_cluster_mm3"],
+            post["necrosis_cutoff"],
         )
         return SegmentationPrediction(case_id=case.case_id, labels=labels, probabilities=probabilities)
 

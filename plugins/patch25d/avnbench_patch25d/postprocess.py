@@ -122,21 +122,63 @@ def label_map(
     min_cluster_mm3: float,
     opening_iterations: int,
     min_necrosis_cluster_mm3: float = 0.0,
+    necrosis_cutoff: float = 0.5,
 ) -> np.ndarray:
-    """uint8 labels from probabilities (3, z, y, x): post-processed head, then necrosis where
-    P(necrosis) > P(vital) inside the head (the argmax between the two head classes); necrosis
-    clusters (26-connected) smaller than ``min_necrosis_cluster_mm3`` become vital."""
+    """uint8 labels from probabilities (3, z, y, x): the post-processed head (see
+    :func:`postprocess_head`), then necrosis inside it (see :func:`necrosis_in_head`)."""
     head = postprocess_head(
         probabilities[1] + probabilities[2], cutoff, spacing_zyx, min_cluster_mm3, opening_iterations
     )
-    labels = np.zeros(head.shape, dtype=np.uint8)
-    labels[head] = 1
-    necrosis = head & (probabilities[2] > probabilities[1])
+    labels = head.astype(np.uint8)
+    labels[necrosis_in_head(head, probabilities, necrosis_cutoff, spacing_zyx, min_necrosis_cluster_mm3)] = 2
+    return labels
+
+
+def necrosis_in_head(
+    head: np.ndarray,
+    probabilities: np.ndarray,
+    necrosis_cutoff: float,
+    spacing_zyx: tuple[float, float, float],
+    min_necrosis_cluster_mm3: float,
+) -> np.ndarray:
+    """Necrosis mask: head voxels with P(necrosis | head) = p2 / (p1 + p2) above
+    ``necrosis_cutoff`` (0.5 is the argmax of the two), without 26-connected clusters smaller
+    than ``min_necrosis_cluster_mm3``."""
+    necrosis = head & (probabilities[2] > necrosis_cutoff * (probabilities[1] + probabilities[2]))
     if min_necrosis_cluster_mm3 > 0 and necrosis.any():
         components, _ = ndimage.label(necrosis, structure=np.ones((3, 3, 3), dtype=bool))
         sizes_mm3 = np.bincount(components.ravel()) * float(np.prod(spacing_zyx))
         keep = sizes_mm3 >= min_necrosis_cluster_mm3
         keep[0] = False
         necrosis = keep[components]
-    labels[necrosis] = 2
-    return labels
+    return necrosis
+
+
+NECROSIS_CUTOFF_GRID = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
+
+
+def necrosis_cutoff_by_dice(
+    heads: list[np.ndarray],
+    probabilities: list[np.ndarray],
+    references: list[np.ndarray],
+    spacings: list[tuple[float, float, float]],
+    min_necrosis_cluster_mm3: float,
+) -> tuple[float, float]:
+    """The cut-off on P(necrosis | head) that maximises the necrosis Dice pooled over cases
+    (so a case without necrosis counts its false positives), and that Dice.
+
+    ``heads`` are the post-processed predicted heads, ``references`` the reference necrosis masks.
+    Ties go to the cut-off closest to 0.5.
+    """
+    best_cutoff, best_dice = 0.5, -1.0
+    for cutoff in sorted(NECROSIS_CUTOFF_GRID, key=lambda c: abs(c - 0.5)):
+        overlap = predicted = 0
+        for head, p, ref, spacing in zip(heads, probabilities, references, spacings):
+            necrosis = necrosis_in_head(head, p, cutoff, spacing, min_necrosis_cluster_mm3)
+            overlap += int((necrosis & ref).sum())
+            predicted += int(necrosis.sum())
+        total = predicted + sum(int(r.sum()) for r in references)
+        dice = 2 * overlap / total if total else 1.0
+        if dice > best_dice:
+            best_cutoff, best_dice = float(cutoff), dice
+    return best_cutoff, best_dice

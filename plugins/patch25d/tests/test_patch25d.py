@@ -12,7 +12,12 @@ from avnbench.errors import ConfigError
 from avnbench.testing import check_method
 from avnbench_patch25d import network as net
 from avnbench_patch25d.method import Patch25dCNN
-from avnbench_patch25d.postprocess import label_map, postprocess_head, youden_cutoff
+from avnbench_patch25d.postprocess import (
+    label_map,
+    necrosis_cutoff_by_dice,
+    postprocess_head,
+    youden_cutoff,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +62,7 @@ def test_conformance(tiny_dataset, tmp_path):
             p.labels,
             label_map(p.probabilities, post["head_cutoff"], tiny_dataset[p.case_id].spacing,
                       post["min_cluster_mm3"], post["opening_iterations"],
-                      post["min_necrosis_cluster_mm3"]),
+                      post["min_necrosis_cluster_mm3"], post["necrosis_cutoff"]),
         )
 
 
@@ -136,6 +141,24 @@ def test_necrosis_is_the_argmax_between_head_classes():
     labels = label_map(probs, 0.5, (1.0, 1.0, 1.0), min_cluster_mm3=10.0, opening_iterations=0,
                        min_necrosis_cluster_mm3=2.0)
     assert labels[6, 6, 6] == 1 and (labels == 2).sum() == 6 * 6 * 2
+
+
+def test_necrosis_cutoff_maximises_pooled_dice_on_validation_cases():
+    head = np.ones((6, 6, 6), dtype=bool)
+    reference = np.zeros_like(head)
+    reference[:, :, :2] = True
+    probs = np.zeros((3, 6, 6, 6), dtype=np.float32)
+    probs[1], probs[2] = 0.8, 0.2  # P(necrosis | head) = 0.2 in vital bone
+    probs[1][reference], probs[2][reference] = 0.65, 0.35  # 0.35 in the lesion: argmax misses it
+    no_lesion = probs.copy()
+    no_lesion[1], no_lesion[2] = 0.75, 0.25  # a case without necrosis penalises cut-offs <= 0.25
+    cutoff, dice = necrosis_cutoff_by_dice(
+        [head, head], [probs, no_lesion], [reference, np.zeros_like(reference)],
+        [(1.0, 1.0, 1.0)] * 2, min_necrosis_cluster_mm3=0.0,
+    )
+    assert cutoff == pytest.approx(0.3) and dice == pytest.approx(1.0)
+    labels = label_map(probs, 0.5, (1.0, 1.0, 1.0), 1.0, 0, necrosis_cutoff=cutoff)
+    np.testing.assert_array_equal(labels == 2, reference)
 
 
 def test_paper_preset_is_the_studys_table_1():
