@@ -220,11 +220,11 @@ def write_board(board: Board, out_dir: Path) -> list[Path]:
         md += [f"## {title}", "", _markdown(frame) if not frame.empty else "_no runs_", ""]
     md += [note, ""]
     readme = folder / "README.md"
-    readme.write_text("\n".join(md))
+    readme.write_text("\n".join(md), encoding="utf-8")
     csv = folder / "leaderboard.csv"
     _numeric_frame(board).to_csv(csv, index=False)
     page = folder / "index.html"
-    page.write_text(_html(board, tables, note))
+    page.write_text(_html(board, tables, note), encoding="utf-8")
     return [readme, csv, page]
 
 

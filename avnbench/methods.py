@@ -167,9 +167,9 @@ class TrainingLog:
         """Record a value the method chose during fit (a learned threshold, a cut-off ...)."""
         path = self.workdir / "training_params.json"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        params = json.loads(path.read_text()) if path.exists() else {}
+        params = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         params[name] = value
-        path.write_text(json.dumps(params, indent=2, default=str))
+        path.write_text(json.dumps(params, indent=2, default=str), encoding="utf-8")
 
     def artifact(self, name: str) -> Path:
         """A path under ``artifacts/`` to write a file to; it becomes an MLflow artifact."""
@@ -181,7 +181,7 @@ class TrainingLog:
         """Every recorded point, in order."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class Method(ABC):

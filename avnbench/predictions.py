@@ -34,7 +34,7 @@ def save_prediction(prediction: SegmentationPrediction | ClassificationPredictio
             )
         return path
     path = out_dir / f"{case.case_id}.json"
-    path.write_text(json.dumps({"case_id": case.case_id, "probabilities": [float(p) for p in prediction.probabilities]}))
+    path.write_text(json.dumps({"case_id": case.case_id, "probabilities": [float(p) for p in prediction.probabilities]}), encoding="utf-8")
     if prediction.heatmap is not None:
         np.save(out_dir / f"{case.case_id}_heatmap.npy", prediction.heatmap.astype(np.float32))
     return path

@@ -150,7 +150,7 @@ def load_finished(job: FoldJob) -> FoldResult | None:
     if not path.exists():
         return None
     try:
-        result = FoldResult.model_validate_json(path.read_text())
+        result = FoldResult.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError:
         return None
     return result if result.run_key == job.run_key else None
@@ -228,7 +228,7 @@ def run_fold_job(
     )
     # Written last and atomically: its presence is what marks the fold as finished.
     tmp = job.job_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(result.model_dump_json(indent=1))
+    tmp.write_text(result.model_dump_json(indent=1), encoding="utf-8")
     tmp.replace(job.job_dir / RESULT_FILE)
     return result
 

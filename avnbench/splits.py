@@ -111,8 +111,8 @@ def write_splits(dataset: Dataset, n_folds: int = 5, seed: int = 0, force: bool 
     meta = SplitsMeta(
         folds=n_folds, seed=seed, stratification=strat, sha256=split_hash(folds), dataset=dataset.name
     )
-    path.write_text(json.dumps([f.model_dump() for f in folds], indent=2) + "\n")
-    (dataset.root / SPLITS_META_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+    path.write_text(json.dumps([f.model_dump() for f in folds], indent=2) + "\n", encoding="utf-8")
+    (dataset.root / SPLITS_META_FILE).write_text(meta.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return meta
 
 
@@ -122,14 +122,14 @@ def read_splits(dataset: Dataset) -> tuple[list[Fold], SplitsMeta]:
     if not path.exists():
         raise DataError(f"{path}: no split; make one with 'avnbench data split {dataset.root}'")
     try:
-        folds = [Fold.model_validate(f) for f in json.loads(path.read_text())]
+        folds = [Fold.model_validate(f) for f in json.loads(path.read_text(encoding="utf-8"))]
     except (ValueError, TypeError) as e:
         raise DataError(f"{path}: not a valid splits_final.json ({e})") from None
     check_no_leak(folds, dataset, path)
     meta_path = dataset.root / SPLITS_META_FILE
     digest = split_hash(folds)
     if meta_path.exists():
-        meta = SplitsMeta.model_validate_json(meta_path.read_text())
+        meta = SplitsMeta.model_validate_json(meta_path.read_text(encoding="utf-8"))
         if meta.sha256 != digest:
             meta = meta.model_copy(update={"sha256": digest, "seed": -1})
     else:  # a hand-made split (nnU-Net users edit splits_final.json by hand)

@@ -215,7 +215,7 @@ class RunHandle:
         }
         learned = job.job_dir / "training_params.json"
         if learned.exists():
-            for k, v in json.loads(learned.read_text()).items():
+            for k, v in json.loads(learned.read_text(encoding="utf-8")).items():
                 params[f"learned.{k}"] = json.dumps(v) if not isinstance(v, str) else v
         self.tracker._log_params(cid, params)
         now = _now_ms()
@@ -244,8 +244,8 @@ class RunHandle:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _write_cases_csv(rows, tmp / "cases.csv")
-            (tmp / "config.json").write_text(json.dumps(self.config, indent=2))
-            (tmp / "summary.json").write_text(summary.model_dump_json(indent=2))
+            (tmp / "config.json").write_text(json.dumps(self.config, indent=2), encoding="utf-8")
+            (tmp / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
             plots = tmp / "plots"
             plots.mkdir()
             _make_plots(rows, summary, self.entry.card.task, plots)

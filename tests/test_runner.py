@@ -109,10 +109,10 @@ def test_cli_run_and_leaderboard(baseline_run, tiny_dataset, tmp_path):
     lb = _avnbench("leaderboard", "--tracking-uri", uri, "--out", str(tmp_path / "lb"))
     assert lb.returncode == 0, lb.stderr[-2000:]
     folder = tmp_path / "lb" / tiny_dataset.name
-    readme = (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text(encoding="utf-8")
     assert "threshold-baseline" in readme and "SYNTHETIC PHANTOM" in readme
     assert "smoke" in readme and "quick" in readme
-    assert (folder / "leaderboard.csv").exists() and "<table" in (folder / "index.html").read_text()
+    assert (folder / "leaderboard.csv").exists() and "<table" in (folder / "index.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
