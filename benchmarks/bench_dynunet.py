@@ -15,6 +15,7 @@ No GPU here: paper-preset (GPU) timings are not measured.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import tempfile
 import time
@@ -76,7 +77,8 @@ def bench(data: Path, workdir: Path, preset: str, fold: int, device: str, baseli
         base_dir = job_dir_for(workdir, dataset.name, ThresholdBaseline.card.name, "quick", fold)
         base_predictions, _, _ = run_method(ThresholdBaseline, "quick", fit_train, fit_val, val_cases, base_dir, device)
         print("dice threshold    " + "  ".join(f"{k} {v:.3f}" for k, v in mean_dice(base_predictions, refs).items()))
-    print(f"chosen            {params.read_text().strip() if params.exists() else '-'}")
+    chosen = json.loads(params.read_text()) if params.exists() else {}
+    print(f"chosen            {json.dumps(chosen, separators=(',', ':'))}")
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ class DynUNetConfig(MethodConfig):
         description="extra lower-resolution outputs in the loss, weighted 1/2, 1/4, ...",
     )
     patch_size: tuple[int, int, int] | None = Field(
-        default=None,
+        default=(32, 64, 64),
         description="training patch and sliding-window size in voxels (z, y, x), clipped to the "
         "median image size and rounded up to the network's divisor; None = the whole median image",
     )
@@ -59,10 +59,10 @@ class DynUNetConfig(MethodConfig):
         "None = equal",
     )
     batch_size: int = Field(default=1, ge=1, description="patches per training step")
-    epochs: int = Field(default=16, ge=1, description="training epochs")
-    iterations_per_epoch: int = Field(default=5, ge=1, description="training steps per epoch")
+    epochs: int = Field(default=25, ge=1, description="training epochs")
+    iterations_per_epoch: int = Field(default=10, ge=1, description="training steps per epoch")
     validate_every: int = Field(
-        default=4, ge=1, description="epochs between evaluations on val_cases (and the last epoch)"
+        default=5, ge=1, description="epochs between evaluations on val_cases (and the last epoch)"
     )
     optimizer: Literal["sgd", "adamw"] = Field(
         default="adamw", description="SGD (Nesterov, momentum 0.99, as nnU-Net) or AdamW"
@@ -88,6 +88,7 @@ class DynUNetConfig(MethodConfig):
         "smoke": {
             "filters": (4, 8, 8, 16, 16),
             "deep_supervision_heads": 1,
+            "patch_size": None,
             "epochs": 2,
             "iterations_per_epoch": 2,
             "validate_every": 1,
