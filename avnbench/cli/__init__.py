@@ -39,8 +39,20 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _interrupt_on_sigterm() -> None:
+    # A job scheduler's SIGTERM should end a run like Ctrl-C: MLflow marks it KILLED and the
+    # next identical command resumes it.
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    _interrupt_on_sigterm()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         code = cli.main(args=argv, prog_name="avnbench", standalone_mode=False)
