@@ -62,6 +62,7 @@ class BoardRow(BaseModel):
     task: str
     run_id: str
     device: str
+    folds: str = ""
     metrics: dict[str, float]
     significance: str = ""
     cases: list[dict[str, Any]] = Field(default_factory=list, repr=False)
@@ -102,6 +103,7 @@ def collect_boards(tracking_uri: str) -> list[Board]:
                     task=run.data.tags.get("avnbench.task", "segmentation"),
                     run_id=run.info.run_id,
                     device=run.data.tags.get("device", run.data.params.get("device", "?")),
+                    folds=run.data.params.get("folds", ""),
                     metrics=dict(run.data.metrics),
                     cases=_read_cases(client, run.info.run_id),
                 )
@@ -144,6 +146,10 @@ def _add_significance(board: Board) -> None:
             row.significance = "differs from best: " + ", ".join(notes) if notes else "n.s. vs best"
 
 
+def _count(metrics: dict[str, float]) -> str:
+    return str(int(metrics["n_cases"])) if "n_cases" in metrics else "–"
+
+
 def _fmt(metrics: dict[str, float], name: str) -> str:
     if name not in metrics:
         return "–"
@@ -161,7 +167,7 @@ def board_tables(board: Board) -> dict[str, pd.DataFrame]:
     seg_rows.sort(key=lambda r: -r.metrics.get("dice_necrosis", -1))
     seg = pd.DataFrame(
         [
-            {"method": r.method, "preset": r.preset}
+            {"method": r.method, "preset": r.preset, "folds": r.folds, "cases": _count(r.metrics)}
             | {title: _fmt(r.metrics, m) for m, title, _ in SEGMENTATION_COLUMNS}
             | {title: _fmt(r.metrics, m) for m, title in COST_COLUMNS}
             | {"device": r.device, "paired tests (Holm)": r.significance}
@@ -171,7 +177,7 @@ def board_tables(board: Board) -> dict[str, pd.DataFrame]:
     all_rows = sorted(board.rows, key=lambda r: (-r.metrics.get("steinberg_accuracy", -1), -r.metrics.get("jic_accuracy", -1)))
     grading = pd.DataFrame(
         [
-            {"method": r.method, "preset": r.preset,
+            {"method": r.method, "preset": r.preset, "folds": r.folds,
              "grade from": "segmentation" if r.task == "segmentation" else "direct classification"}
             | {title: _fmt(r.metrics, m) for m, title, _ in GRADING_COLUMNS}
             for r in all_rows
@@ -184,7 +190,7 @@ def _numeric_frame(board: Board) -> pd.DataFrame:
     records = []
     for r in board.rows:
         records.append({"dataset": board.dataset, "synthetic": board.synthetic, "method": r.method,
-                        "preset": r.preset, "task": r.task, "device": r.device, "run_id": r.run_id,
+                        "preset": r.preset, "folds": r.folds, "task": r.task, "device": r.device, "run_id": r.run_id,
                         "significance": r.significance} | r.metrics)
     return pd.DataFrame(records)
 

@@ -117,6 +117,8 @@ class MlflowTracker:
         from mlflow.entities import RunStatus
 
         exp_id = ensure_experiment(self.client, dataset.name, self.uri)
+        # Fold results are shared across fold selections; a parent run is one selection.
+        run_key = f"{run_key}-folds{'_'.join(map(str, folds))}"
         existing = self.client.search_runs(
             [exp_id],
             filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
