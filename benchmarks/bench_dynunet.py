@@ -29,6 +29,8 @@ from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
 from avnbench.scoring import dice
 from avnbench.splits import carve_validation, ensure_splits
 
+from _common import dataset_or_phantom  # benchmarks/ is on sys.path when a script runs
+
 REGIONS = (("vital", lambda a: a == 1), ("necrosis", lambda a: a == 2), ("head", lambda a: a > 0))
 
 
@@ -90,12 +92,7 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="also score threshold-baseline on the same fold")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if data is None:
-            from avnbench.phantom import synthesize
-
-            data = Path(tmp) / "phantom"
-            synthesize(data, n_cases=24, seed=0, shape=(40, 80, 80))
+        data = dataset_or_phantom(args.data, tmp)
         bench(data, Path(tmp) / "work", args.preset, args.fold, args.device, args.baseline)
 
 

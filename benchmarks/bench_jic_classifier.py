@@ -35,6 +35,8 @@ from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
 from avnbench.slices import mid_coronal_slice
 from avnbench.splits import carve_validation, ensure_splits
 
+from _common import dataset_or_phantom  # benchmarks/ is on sys.path when a script runs
+
 
 def bench_fold(dataset, folds, fold: int, workdir: Path, preset: str, device: str) -> dict:
     from avnbench_jic_classifier.method import MODEL_FILE, JicClassifier
@@ -91,12 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if data is None:
-            from avnbench.phantom import synthesize
-
-            data = Path(tmp) / "phantom"
-            synthesize(data, n_cases=24, seed=0, shape=(40, 80, 80))
+        data = dataset_or_phantom(args.data, tmp)
         dataset = load_dataset(data)
         folds, _ = ensure_splits(dataset)
         fold_ids = range(len(folds)) if args.folds == "all" else [int(f) for f in args.folds.split(",")]

@@ -27,6 +27,8 @@ from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
 from avnbench.scoring import dice
 from avnbench.splits import carve_validation, ensure_splits
 
+from _common import dataset_or_phantom  # benchmarks/ is on sys.path when a script runs
+
 
 def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> None:
     from avnbench_patch25d.method import Patch25dCNN
@@ -69,12 +71,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if data is None:
-            from avnbench.phantom import synthesize
-
-            data = Path(tmp) / "phantom"
-            synthesize(data, n_cases=24, seed=0, shape=(40, 80, 80))
+        data = dataset_or_phantom(args.data, tmp)
         bench(data, Path(tmp) / "work", args.preset, args.fold, args.device)
 
 
