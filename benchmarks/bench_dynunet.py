@@ -14,7 +14,6 @@ No GPU here: paper-preset (GPU) timings are not measured.
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import tempfile
@@ -29,7 +28,7 @@ from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
 from avnbench.scoring import dice
 from avnbench.splits import carve_validation, ensure_splits
 
-from _common import dataset_or_phantom  # benchmarks/ is on sys.path when a script runs
+from _common import dataset_or_phantom, method_bench_parser  # benchmarks/ is on sys.path when a script runs
 
 REGIONS = (("vital", lambda a: a == 1), ("necrosis", lambda a: a == 2), ("head", lambda a: a > 0))
 
@@ -84,11 +83,7 @@ def bench(data: Path, workdir: Path, preset: str, fold: int, device: str, baseli
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="dataset folder (default: a new 24-case phantom)")
-    parser.add_argument("--preset", default="quick", choices=["smoke", "quick", "paper"])
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser = method_bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--baseline", action="store_true", help="also score threshold-baseline on the same fold")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

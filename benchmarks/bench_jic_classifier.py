@@ -18,7 +18,6 @@ majority-class rate. No GPU here: paper-preset (GPU) timings are not measured.
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import tempfile
@@ -35,7 +34,7 @@ from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
 from avnbench.slices import mid_coronal_slice
 from avnbench.splits import carve_validation, ensure_splits
 
-from _common import dataset_or_phantom  # benchmarks/ is on sys.path when a script runs
+from _common import dataset_or_phantom, method_bench_parser  # benchmarks/ is on sys.path when a script runs
 
 
 def bench_fold(dataset, folds, fold: int, workdir: Path, preset: str, device: str) -> dict:
@@ -85,11 +84,8 @@ def bench_fold(dataset, folds, fold: int, workdir: Path, preset: str, device: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="dataset folder (default: a fresh 24-case phantom)")
-    parser.add_argument("--preset", default="quick")
+    parser = method_bench_parser(__doc__.splitlines()[0], fold_option=False)
     parser.add_argument("--folds", default="0", help="e.g. 0 or 0,2 or all")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

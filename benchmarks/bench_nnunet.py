@@ -15,7 +15,6 @@ nnunet-ensemble <= 20 s when its members exist. No GPU here: paper-preset timing
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import tempfile
@@ -30,7 +29,7 @@ from avnbench.runner import VALIDATION_FRACTION, job_dir_for, shared_dir_for, wi
 from avnbench.scoring import dice
 from avnbench.splits import carve_validation, ensure_splits
 
-from _common import dataset_or_phantom  # benchmarks/ is on sys.path when a script runs
+from _common import dataset_or_phantom, method_bench_parser  # benchmarks/ is on sys.path when a script runs
 
 
 def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> None:
@@ -81,12 +80,8 @@ def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: a new 24-case phantom)")
+    parser = method_bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None, help="work folder (default: temporary)")
-    parser.add_argument("--preset", default="quick")
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = dataset_or_phantom(args.data, tmp)

@@ -13,7 +13,6 @@ No GPU here: paper-preset timings are not measured.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import tempfile
 import time
@@ -27,7 +26,7 @@ from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
 from avnbench.scoring import dice
 from avnbench.splits import carve_validation, ensure_splits
 
-from _common import dataset_or_phantom  # benchmarks/ is on sys.path when a script runs
+from _common import dataset_or_phantom, method_bench_parser  # benchmarks/ is on sys.path when a script runs
 
 
 def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> None:
@@ -64,11 +63,7 @@ def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="dataset folder (default: a new 24-case phantom)")
-    parser.add_argument("--preset", default="quick", choices=["smoke", "quick", "paper"])
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser = method_bench_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = dataset_or_phantom(args.data, tmp)
