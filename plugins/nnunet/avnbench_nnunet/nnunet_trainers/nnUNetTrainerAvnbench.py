@@ -11,7 +11,8 @@ The job file ``avnbench_job.json`` sits in the trainer's output folder (``fold_<
 
 - ``num_epochs``, ``num_iterations_per_epoch``, ``num_val_iterations_per_epoch``, ``save_every``,
   ``initial_lr``, ``oversample_foreground_percent`` and optionally ``batch_size`` (the preset's
-  training schedule; nnU-Net's attributes of the same names), and
+  training schedule; nnU-Net's attributes of the same names), ``plot_every`` (epochs between
+  redraws of ``progress.png``; nnU-Net redraws it every epoch), and
 - ``train`` / ``val``: the case ids to train on and to compute nnU-Net's per-epoch pseudo Dice
   on. avnbench passes the fold's training cases split into train and an internal validation
   set, so the benchmark fold's own validation cases never reach the trainer.
@@ -72,6 +73,19 @@ class nnUNetTrainerAvnbench(nnUNetTrainer):
             f"avnbench split: {len(tr_keys)} training and {len(val_keys)} internal validation cases"
         )
         return tr_keys, val_keys
+
+    def on_epoch_end(self):
+        # nnU-Net redraws progress.png after every epoch (about 0.7 s on a CPU core); CPU presets
+        # with short epochs redraw it every few epochs and always after the last one.
+        every = int(self.avnbench_job.get("plot_every", 1))
+        last = self.current_epoch >= self.num_epochs - 1
+        if every <= 1 or last or (self.current_epoch + 1) % every == 0:
+            return super().on_epoch_end()
+        self.logger.plot_progress_png = lambda output_folder: None
+        try:
+            return super().on_epoch_end()
+        finally:
+            del self.logger.plot_progress_png  # the class's method again
 
     def save_checkpoint(self, filename: str) -> None:
         # avnbench always predicts with checkpoint_final; a "best" checkpoint would be selected on
