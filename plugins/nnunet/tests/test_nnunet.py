@@ -137,6 +137,7 @@ def test_paper_preset_is_nnunets_default_training():
             1000, 250, 50)
         assert schedule.batch_size is None and schedule.base_features is None and schedule.patch_size is None
         assert (schedule.initial_lr, schedule.oversample_foreground_percent) == (0.01, 0.33)
+        assert schedule.plot_every == 1
     assert paper.use_mirroring and paper.tile_step_size == 0.5
     assert not NnunetConfig.preset("quick").use_mirroring
 
