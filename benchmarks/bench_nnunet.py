@@ -9,8 +9,8 @@ validation cases (scored with avnbench.scoring.dice; the benchmark's full scorin
 
 Run:  .venv/bin/python benchmarks/bench_nnunet.py [--data DIR] [--preset quick] [--fold 0]
       (without --data a 24-case phantom at 40x80x80 is made in a temporary folder)
-Goal (2 CPU cores, quick): nnunet-2d <= 60 s and nnunet-3d <= 80 s fit+predict per fold,
-nnunet-ensemble <= 20 s when its members exist. No GPU here: paper-preset timings not measured.
+Measured figures and the machine they were taken on: benchmarks/README.md. No GPU here: the
+paper preset's timings were not measured.
 """
 
 from __future__ import annotations
