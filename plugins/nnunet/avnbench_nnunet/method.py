@@ -89,9 +89,9 @@ def _schedule(epochs: int, iterations: int, val_iterations: int, save_every: int
 # README): 2d learns the necrosis after ~500 iterations and is good after ~1500; 3d after ~600.
 _CPU = {"oversample_foreground_percent": 0.5}
 SCHEDULES: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {"2d": _schedule(2, 3, 1, batch_size=4, base_features=8, initial_lr=0.02, **_CPU),
+    "smoke": {"2d": _schedule(2, 3, 1, batch_size=4, base_features=8, initial_lr=0.02, plot_every=2, **_CPU),
               "3d_fullres": _schedule(2, 2, 1, batch_size=1, base_features=4, patch_size=[24, 48, 48],
-                                      initial_lr=0.02, **_CPU)},
+                                      initial_lr=0.02, plot_every=2, **_CPU)},
     "quick": {"2d": _schedule(40, 50, 2, batch_size=4, base_features=8, plot_every=10, **_CPU),
               "3d_fullres": _schedule(20, 40, 1, batch_size=2, base_features=8, patch_size=[24, 48, 48],
                                       plot_every=5, **_CPU)},
