@@ -17,50 +17,28 @@ from __future__ import annotations
 import json
 import resource
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 from avnbench.dataset import load_dataset
 from avnbench.methods import Method, TrainingLog
-from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
-from avnbench.scoring import dice
-from avnbench.splits import carve_validation, ensure_splits
+from avnbench.runner import job_dir_for
 
-from _common import dataset_or_phantom, method_bench_parser  # benchmarks/ is on sys.path when a script runs
-
-REGIONS = (("vital", lambda a: a == 1), ("necrosis", lambda a: a == 2), ("head", lambda a: a > 0))
-
-
-def mean_dice(predictions, refs) -> dict[str, float]:
-    return {
-        name: float(np.nanmean([dice(select(p.labels), select(r)) for p, r in zip(predictions, refs)]))
-        for name, select in REGIONS
-    }
-
+from _common import (  # benchmarks/ is on sys.path when a script runs
+    dataset_or_phantom, describe_fold, fold_cases, mean_dice, method_bench_parser, timed_fit_predict,
+)
 
 def run_method(method_cls: type[Method], preset: str, fit_train, fit_val, val_cases, job_dir: Path, device: str):
     method = method_cls.from_preset(preset)
     method.log = TrainingLog(job_dir)
-    wall, cpu = time.perf_counter(), time.process_time()
-    method.fit(fit_train, fit_val, job_dir, device)
-    fit = (time.perf_counter() - wall, time.process_time() - cpu)
-    wall, cpu = time.perf_counter(), time.process_time()
-    predictions = list(method_cls.from_preset(preset).predict(without_labels(val_cases), job_dir, device))
-    predict = ((time.perf_counter() - wall) / len(val_cases), (time.process_time() - cpu) / len(val_cases))
-    return predictions, fit, predict
+    return timed_fit_predict(method, method_cls.from_preset(preset), fit_train, fit_val, val_cases, job_dir, device)
 
 
 def bench(data: Path, workdir: Path, preset: str, fold: int, device: str, baseline: bool) -> None:
     from avnbench_dynunet.method import DynUNetMethod
 
     dataset = load_dataset(data)
-    folds, _ = ensure_splits(dataset)
-    fit_train, fit_val = carve_validation(dataset.subset(folds[fold].train), VALIDATION_FRACTION, seed=fold)
-    val_cases = dataset.subset(folds[fold].val)
-    print(f"{dataset.name}: fold {fold}, {len(fit_train)} train + {len(fit_val)} internal validation "
-          f"cases, {len(val_cases)} predicted; preset {preset}, device {device}")
+    fit_train, fit_val, val_cases = fold_cases(dataset, fold)
+    print(describe_fold(dataset, fold, fit_train, fit_val, val_cases, preset, device))
     job_dir = job_dir_for(workdir, dataset.name, DynUNetMethod.card.name, preset, fold)
     predictions, (fit_s, fit_cpu), (predict_s, predict_cpu) = run_method(
         DynUNetMethod, preset, fit_train, fit_val, val_cases, job_dir, device

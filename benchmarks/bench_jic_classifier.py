@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import resource
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,33 +29,29 @@ import numpy as np
 from avnbench.dataset import load_dataset
 from avnbench.localization import heatmap_top_decile_on_necrosis
 from avnbench.methods import TrainingLog
-from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
+from avnbench.runner import job_dir_for
 from avnbench.slices import mid_coronal_slice
-from avnbench.splits import carve_validation, ensure_splits
+from avnbench.splits import ensure_splits
 
-from _common import dataset_or_phantom, method_bench_parser  # benchmarks/ is on sys.path when a script runs
+from _common import (  # benchmarks/ is on sys.path when a script runs
+    dataset_or_phantom, fold_cases, method_bench_parser, timed_fit_predict,
+)
 
 
 def bench_fold(dataset, folds, fold: int, workdir: Path, preset: str, device: str) -> dict:
     from avnbench_jic_classifier.method import MODEL_FILE, JicClassifier
 
     train_all = dataset.subset(folds[fold].train)
-    fit_train, fit_val = carve_validation(train_all, VALIDATION_FRACTION, seed=fold)
-    val_cases = dataset.subset(folds[fold].val)
+    fit_train, fit_val, val_cases = fold_cases(dataset, fold)
     job_dir = job_dir_for(workdir, dataset.name, JicClassifier.card.name, preset, fold)
 
     method = JicClassifier.from_preset(preset)
     method.log = TrainingLog(job_dir)
-    wall, cpu = time.perf_counter(), time.process_time()
-    method.fit(fit_train, fit_val, job_dir, device)
-    fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
-
     predictor = JicClassifier.from_preset(preset)
     predictor.log = TrainingLog(job_dir)
-    wall, cpu = time.perf_counter(), time.process_time()
-    predictions = list(predictor.predict(without_labels(val_cases), job_dir, device))
-    predict_wall = (time.perf_counter() - wall) / len(val_cases)
-    predict_cpu = (time.process_time() - cpu) / len(val_cases)
+    predictions, (fit_wall, fit_cpu), (predict_wall, predict_cpu) = timed_fit_predict(
+        method, predictor, fit_train, fit_val, val_cases, job_dir, device
+    )
 
     classes = JicClassifier.card.classes
     majority = Counter(c.meta.jic for c in train_all if c.meta.jic is not None).most_common(1)[0][0]

@@ -18,50 +18,40 @@ from __future__ import annotations
 import json
 import resource
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 
 from avnbench.dataset import load_dataset
 from avnbench.methods import JobContext, TrainingLog
-from avnbench.runner import VALIDATION_FRACTION, job_dir_for, shared_dir_for, without_labels
-from avnbench.scoring import dice
-from avnbench.splits import carve_validation, ensure_splits
+from avnbench.runner import job_dir_for, shared_dir_for
+from avnbench.splits import ensure_splits
 
-from _common import dataset_or_phantom, method_bench_parser  # benchmarks/ is on sys.path when a script runs
+from _common import (  # benchmarks/ is on sys.path when a script runs
+    REGIONS, dataset_or_phantom, describe_fold, fold_cases, mean_dice, method_bench_parser, timed_fit_predict,
+)
 
 
 def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> None:
     from avnbench_nnunet.method import NnunetEnsemble, NnunetThreeD, NnunetTwoD
 
     dataset = load_dataset(data)
-    folds, meta = ensure_splits(dataset)
-    train_all = dataset.subset(folds[fold].train)
-    val_cases = dataset.subset(folds[fold].val)
-    fit_train, fit_val = carve_validation(train_all, VALIDATION_FRACTION, seed=fold)
+    _, meta = ensure_splits(dataset)
+    fit_train, fit_val, val_cases = fold_cases(dataset, fold)
     context = JobContext(
         dataset_dir=dataset.root, dataset_name=dataset.name, dataset_fingerprint=dataset.fingerprint,
         splits_file=dataset.splits_path, split_hash=meta.sha256, fold=fold, preset=preset, seed=0,
         shared_dir=shared_dir_for(workdir, dataset.name).resolve(),
     )
-    print(f"{dataset.name}: fold {fold}, {len(fit_train)} train + {len(fit_val)} internal validation "
-          f"cases, {len(val_cases)} predicted; preset {preset}, device {device}")
+    print(describe_fold(dataset, fold, fit_train, fit_val, val_cases, preset, device))
+    refs = [c.label_array() for c in val_cases]
     for cls in (NnunetTwoD, NnunetThreeD, NnunetEnsemble):
         method = cls.from_preset(preset)
         job_dir = job_dir_for(workdir, dataset.name, cls.card.name, preset, fold)
         method.context, method.log = context, TrainingLog(job_dir)
-        t0 = time.perf_counter()
-        method.fit(fit_train, fit_val, job_dir, device)
-        fit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        predictions = list(cls.from_preset(preset).predict(without_labels(val_cases), job_dir, device))
-        predict_s = (time.perf_counter() - t0) / len(val_cases)
-        scores = {
-            label: np.nanmean([dice(p.labels == value, c.label_array() == value)
-                               for p, c in zip(predictions, val_cases)])
-            for label, value in (("vital", 1), ("necrosis", 2))
-        }
+        predictions, (fit_s, _), (predict_s, _) = timed_fit_predict(
+            method, cls.from_preset(preset), fit_train, fit_val, val_cases, job_dir, device
+        )
+        scores = mean_dice(predictions, refs, REGIONS[:2])
         members = json.loads((job_dir / "nnunet_models.json").read_text())["members"]
         reused = [m["configuration"] for m in members if not m["trained_now"]]
         self_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

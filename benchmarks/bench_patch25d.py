@@ -15,44 +15,31 @@ from __future__ import annotations
 
 import resource
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 
 from avnbench.dataset import load_dataset
 from avnbench.methods import TrainingLog
-from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
-from avnbench.scoring import dice
-from avnbench.splits import carve_validation, ensure_splits
+from avnbench.runner import job_dir_for
 
-from _common import dataset_or_phantom, method_bench_parser  # benchmarks/ is on sys.path when a script runs
+from _common import (  # benchmarks/ is on sys.path when a script runs
+    dataset_or_phantom, describe_fold, fold_cases, mean_dice, method_bench_parser, timed_fit_predict,
+)
 
 
 def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> None:
     from avnbench_patch25d.method import Patch25dCNN
 
     dataset = load_dataset(data)
-    folds, _ = ensure_splits(dataset)
-    fit_train, fit_val = carve_validation(dataset.subset(folds[fold].train), VALIDATION_FRACTION, seed=fold)
-    val_cases = dataset.subset(folds[fold].val)
-    print(f"{dataset.name}: fold {fold}, {len(fit_train)} train + {len(fit_val)} internal validation "
-          f"cases, {len(val_cases)} predicted; preset {preset}, device {device}")
+    fit_train, fit_val, val_cases = fold_cases(dataset, fold)
+    print(describe_fold(dataset, fold, fit_train, fit_val, val_cases, preset, device))
     job_dir = job_dir_for(workdir, dataset.name, Patch25dCNN.card.name, preset, fold)
     method = Patch25dCNN.from_preset(preset)
     method.log = TrainingLog(job_dir)
-    wall, cpu = time.perf_counter(), time.process_time()
-    method.fit(fit_train, fit_val, job_dir, device)
-    fit_s, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    wall, cpu = time.perf_counter(), time.process_time()
-    predictions = list(Patch25dCNN.from_preset(preset).predict(without_labels(val_cases), job_dir, device))
-    predict_s = (time.perf_counter() - wall) / len(val_cases)
-    predict_cpu = (time.process_time() - cpu) / len(val_cases)
-    refs = [c.label_array() for c in val_cases]
-    scores = {
-        name: np.nanmean([dice(select(p.labels), select(r)) for p, r in zip(predictions, refs)])
-        for name, select in (("vital", lambda a: a == 1), ("necrosis", lambda a: a == 2), ("head", lambda a: a > 0))
-    }
+    predictions, (fit_s, fit_cpu), (predict_s, predict_cpu) = timed_fit_predict(
+        method, Patch25dCNN.from_preset(preset), fit_train, fit_val, val_cases, job_dir, device
+    )
+    scores = mean_dice(predictions, [c.label_array() for c in val_cases])
     params = method.log.workdir / "training_params.json"
     print(f"fit               {fit_s:7.1f} s wall   {fit_cpu:7.1f} s CPU")
     print(f"predict per case  {predict_s:7.2f} s wall   {predict_cpu:7.2f} s CPU")
