@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from avnbench.dataset import JIC_TYPES, Case
+from avnbench.data.dataset import JIC_TYPES, Case
 from avnbench.errors import ConfigError
 
 Task = Literal["segmentation", "classification"]
@@ -104,7 +104,7 @@ class ClassificationPrediction(BaseModel):
     heatmap: np.ndarray | None = Field(
         default=None,
         description="optional 2-D class-activation map on the mid-coronal slice grid "
-        "(avnbench.slices.mid_coronal_slice), values >= 0",
+        "(avnbench.evaluation.slices.mid_coronal_slice), values >= 0",
     )
 
     @model_validator(mode="after")

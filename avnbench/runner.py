@@ -4,7 +4,7 @@ Every (method, fold) pair is an independent :class:`FoldJob` (plain data in, a f
 :class:`FoldResult` out), so the same jobs can later be handed to a distributed engine without
 changing plugins. :func:`run_benchmark` orchestrates them: it resolves the method and split, runs
 the jobs that have not finished yet (a finished job leaves ``result.json`` in its folder, so an
-interrupted run resumes), and hands everything to a tracker (MLflow, :mod:`avnbench.tracking`).
+interrupted run resumes), and hands everything to a tracker (MLflow, :mod:`avnbench.reporting.tracking`).
 The runner never prints: it reports progress through a callback.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from avnbench.dataset import Case, Dataset, load_dataset
+from avnbench.data.dataset import Case, Dataset, load_dataset
 from avnbench.errors import ConfigError, PluginError
 from avnbench.methods import (
     ClassificationPrediction,
@@ -30,7 +30,7 @@ from avnbench.methods import (
     TrainingLog,
 )
 from avnbench.plugins import Registry, load_registry
-from avnbench.splits import carve_validation, ensure_splits
+from avnbench.data.splits import carve_validation, ensure_splits
 
 VALIDATION_FRACTION = 0.2
 RESULT_FILE = "result.json"
@@ -160,7 +160,7 @@ def run_fold_job(
     job: FoldJob, registry: Registry | None = None, progress: ProgressCallback | None = None
 ) -> FoldResult:
     """Fit on the fold's training cases, predict its validation cases, save and score them."""
-    from avnbench import predictions as pred_io
+    from avnbench.data import predictions as pred_io
 
     registry = registry or load_registry()
     entry = registry.get(job.method)
@@ -255,7 +255,7 @@ def score_prediction(
 ) -> dict[str, Any]:
     """One per-case row of scores (the shared scoring; a plugin never scores itself)."""
     if isinstance(prediction, SegmentationPrediction):
-        from avnbench.scoring import score_case
+        from avnbench.evaluation.scoring import score_case
 
         ref = case.label_array()
         return dict(score_case(prediction.labels, ref, case.spacing, case.meta))
@@ -268,8 +268,8 @@ def score_prediction(
     row["jic_ref"] = case.meta.jic
     row["arco_ref"] = case.meta.arco
     if prediction.heatmap is not None:
-        from avnbench.localization import heatmap_top_decile_on_necrosis
-        from avnbench.slices import mid_coronal_slice
+        from avnbench.evaluation.localization import heatmap_top_decile_on_necrosis
+        from avnbench.evaluation.slices import mid_coronal_slice
 
         if case.meta.landmarks is not None:
             ref_slice = mid_coronal_slice(case.label_array(), case.meta).array
@@ -281,8 +281,8 @@ def score_prediction(
 
 
 def summarize(rows: list[dict[str, Any]], task: str, classes: Sequence[str] | None, n_bootstrap: int, seed: int):
-    """The run statistics of a set of per-case rows (see :mod:`avnbench.statistics`)."""
-    from avnbench import statistics
+    """The run statistics of a set of per-case rows (see :mod:`avnbench.evaluation.statistics`)."""
+    from avnbench.evaluation import statistics
 
     if task == "segmentation":
         return statistics.summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed)
@@ -323,7 +323,7 @@ def run_benchmark(
         folds: fold indices to run; None runs all.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seed of the method and of the internal validation split.
-        tracker: an object with the :class:`avnbench.tracking.MlflowTracker` interface, or None.
+        tracker: an object with the :class:`avnbench.reporting.tracking.MlflowTracker` interface, or None.
         progress: callback receiving :class:`RunEvent` reports.
         n_bootstrap: bootstrap resamples for confidence intervals.
     """

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avnbench.dataset import Dataset, load_dataset
+from avnbench.data.dataset import Dataset, load_dataset
 from avnbench.methods import (
     PRESETS,
     ClassificationPrediction,
@@ -38,8 +38,8 @@ TINY_FOLDS = 4
 
 def make_tiny_dataset(out: Path, n_cases: int = TINY_CASES, seed: int = 7, folds: int = TINY_FOLDS) -> Dataset:
     """A small phantom dataset (40×80×80 voxels) with a split, for tests."""
-    from avnbench.phantom import synthesize
-    from avnbench.splits import write_splits
+    from avnbench.data.phantom import synthesize
+    from avnbench.data.splits import write_splits
 
     out = Path(out)
     if not (out / "cases.json").exists():
@@ -59,7 +59,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 def make_context(dataset: Dataset, fold: int, workdir: Path, preset: str, seed: int = 0) -> JobContext:
     """The :class:`JobContext` the runner would give a method for this fold."""
     from avnbench.runner import shared_dir_for
-    from avnbench.splits import read_splits
+    from avnbench.data.splits import read_splits
 
     _, meta = read_splits(dataset)
     return JobContext(
@@ -121,7 +121,7 @@ def check_method(
     type, shape and values of every prediction. Returns the predictions.
     """
     from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
-    from avnbench.splits import carve_validation, read_splits
+    from avnbench.data.splits import carve_validation, read_splits
 
     check_card(method_cls)
     folds, _ = read_splits(dataset)

@@ -12,7 +12,7 @@ def dataset_or_phantom(data: Path | None, tmp: str | Path) -> Path:
     """``data`` if given, else a new phantom like the README's CPU benchmark (24 cases, 40×80×80) in ``tmp``."""
     if data is not None:
         return data
-    from avnbench.phantom import synthesize
+    from avnbench.data.phantom import synthesize
 
     path = Path(tmp) / "phantom"
     synthesize(path, n_cases=CPU_PHANTOM_CASES, seed=0, shape=CPU_PHANTOM_SHAPE)
@@ -38,7 +38,7 @@ REGIONS = (("vital", lambda a: a == 1), ("necrosis", lambda a: a == 2), ("head",
 def fold_cases(dataset, fold: int):
     """The fold's (fit_train, fit_val, val_cases), carved the way the runner carves them."""
     from avnbench.runner import VALIDATION_FRACTION
-    from avnbench.splits import carve_validation, ensure_splits
+    from avnbench.data.splits import carve_validation, ensure_splits
 
     folds, _ = ensure_splits(dataset)
     fit_train, fit_val = carve_validation(dataset.subset(folds[fold].train), VALIDATION_FRACTION, seed=fold)
@@ -73,7 +73,7 @@ def mean_dice(predictions, refs, regions=REGIONS) -> dict[str, float]:
     """Mean Dice per region (vital, necrosis, head) over the cases; NaN (both empty) skipped."""
     import numpy as np
 
-    from avnbench.scoring import dice
+    from avnbench.evaluation.scoring import dice
 
     return {
         name: float(np.nanmean([dice(select(p.labels), select(r)) for p, r in zip(predictions, refs)]))

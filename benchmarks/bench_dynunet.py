@@ -3,7 +3,7 @@
 Runs the method the way the runner does (same internal validation carve, work-folder layout)
 on one fold of a phantom and prints fit seconds (wall and process CPU), predict seconds per case,
 peak RSS of this process, the mean Dice (vital, necrosis, head) on the fold's validation cases
-(avnbench.scoring.dice; the benchmark's full scoring is the runner's), the epoch the checkpoint
+(avnbench.evaluation.scoring.dice; the benchmark's full scoring is the runner's), the epoch the checkpoint
 was selected at, and with --baseline the same Dice for threshold-baseline on the same cases.
 
 Run:  .venv/bin/python benchmarks/bench_dynunet.py [--data DIR] [--preset quick] [--fold 0] [--baseline]
@@ -19,7 +19,7 @@ import resource
 import tempfile
 from pathlib import Path
 
-from avnbench.dataset import load_dataset
+from avnbench.data.dataset import load_dataset
 from avnbench.methods import Method, TrainingLog
 from avnbench.runner import job_dir_for
 

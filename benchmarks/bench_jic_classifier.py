@@ -7,7 +7,7 @@ labels hidden from predict) on one or more folds of a phantom and prints per fol
 selected at, the JIC accuracy on the fold's validation cases that have a reference type, and
 the majority-class rate (the accuracy of always predicting the most frequent JIC type of the
 fold's training cases), plus the heat map's top-decile-on-necrosis localisation score
-(avnbench.localization). Ends with the totals over the folds run and the peak RSS.
+(avnbench.evaluation.localization). Ends with the totals over the folds run and the peak RSS.
 
 Run:  .venv/bin/python benchmarks/bench_jic_classifier.py [--data DIR] [--preset quick] [--folds 0]
       (--folds all runs every fold; without --data a 24-case phantom at 40x80x80 is made in a
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from avnbench.dataset import load_dataset
-from avnbench.localization import heatmap_top_decile_on_necrosis
+from avnbench.data.dataset import load_dataset
+from avnbench.evaluation.localization import heatmap_top_decile_on_necrosis
 from avnbench.methods import TrainingLog
 from avnbench.runner import job_dir_for
-from avnbench.slices import mid_coronal_slice
-from avnbench.splits import ensure_splits
+from avnbench.evaluation.slices import mid_coronal_slice
+from avnbench.data.splits import ensure_splits
 
 from _common import (  # benchmarks/ is on sys.path when a script runs
     dataset_or_phantom, fold_cases, method_bench_parser, timed_fit_predict,

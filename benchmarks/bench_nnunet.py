@@ -5,7 +5,7 @@ phantom, the way the runner calls them (same work-folder layout, internal valida
 shared folder), and prints per method: fit s (the first one includes nnU-Net's once-per-dataset
 fingerprint/planning/preprocessing, reported separately), predict s per case, peak RSS of this
 process and of the nnU-Net child processes, and mean Dice (vital, necrosis) on the fold's
-validation cases (scored with avnbench.scoring.dice; the benchmark's full scoring is the runner's).
+validation cases (scored with avnbench.evaluation.scoring.dice; the benchmark's full scoring is the runner's).
 
 Run:  .venv/bin/python benchmarks/bench_nnunet.py [--data DIR] [--preset quick] [--fold 0]
       (without --data a 24-case phantom at 40x80x80 is made in a temporary folder)
@@ -21,10 +21,10 @@ import tempfile
 from pathlib import Path
 
 
-from avnbench.dataset import load_dataset
+from avnbench.data.dataset import load_dataset
 from avnbench.methods import JobContext, TrainingLog
 from avnbench.runner import job_dir_for, shared_dir_for
-from avnbench.splits import ensure_splits
+from avnbench.data.splits import ensure_splits
 
 from _common import (  # benchmarks/ is on sys.path when a script runs
     REGIONS, dataset_or_phantom, describe_fold, fold_cases, mean_dice, method_bench_parser, timed_fit_predict,

@@ -3,7 +3,7 @@
 Runs the method the way the runner does (same internal validation carve, work-folder layout)
 on one fold of a phantom and prints fit seconds (wall and process CPU), predict seconds per case,
 peak RSS of this process, and mean Dice (vital, necrosis, head) on the fold's validation cases
-(avnbench.scoring.dice; the benchmark's full scoring is the runner's).
+(avnbench.evaluation.scoring.dice; the benchmark's full scoring is the runner's).
 
 Run:  .venv/bin/python benchmarks/bench_patch25d.py [--data DIR] [--preset quick] [--fold 0]
       (without --data a 24-case phantom at 40x80x80 is made in a temporary folder)
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 
-from avnbench.dataset import load_dataset
+from avnbench.data.dataset import load_dataset
 from avnbench.methods import TrainingLog
 from avnbench.runner import job_dir_for
 

@@ -24,7 +24,7 @@ import numpy as np
 def main() -> None:
     import torch
 
-    from avnbench.phantom import synthesize
+    from avnbench.data.phantom import synthesize
     from avnbench_patch25d import network as net
     from avnbench_patch25d.method import Patch25dCNN
 

@@ -14,7 +14,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from avnbench.phantom import DEFAULT_SHAPE, synthesize
+from avnbench.data.phantom import DEFAULT_SHAPE, synthesize
 
 
 def bench(n_cases: int, shape: tuple[int, int, int], trace: bool) -> dict[str, float]:

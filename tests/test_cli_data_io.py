@@ -318,8 +318,8 @@ def test_preview_errors(source, tmp_path, capsys):
 def test_preview_without_landmarks_and_titles(source, tmp_path, capsys):
     import json
 
-    from avnbench.dataset import load_dataset
-    from avnbench.preview import preview_title
+    from avnbench.data.dataset import load_dataset
+    from avnbench.data.preview import preview_title
 
     out = tmp_path / "ds"
     assert _import(source, out, capsys, "--name", "hips")[0] == 0

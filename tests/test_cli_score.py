@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from avnbench.cli import main
-from avnbench.dataset import (
+from avnbench.data.dataset import (
     CasesFile,
     CaseMeta,
     Geometry,

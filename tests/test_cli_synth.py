@@ -3,7 +3,7 @@
 import pytest
 
 from avnbench.cli import main
-from avnbench.dataset import load_dataset
+from avnbench.data.dataset import load_dataset
 
 
 def run_cli(args, capsys):

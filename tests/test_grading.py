@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from avnbench.dataset import CaseMeta, Geometry, Landmarks, PatientAxes
-from avnbench.grading import (
+from avnbench.data.dataset import CaseMeta, Geometry, Landmarks, PatientAxes
+from avnbench.evaluation.grading import (
     JIC_CODES,
     STEINBERG_CODES,
     ambiguity_reasons,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from avnbench.dataset import load_dataset
+from avnbench.data.dataset import load_dataset
 from avnbench.errors import ConfigError, DataError
-from avnbench.importing import import_dataset, read_manifest, target_grid
+from avnbench.data.importing import import_dataset, read_manifest, target_grid
 
 SPACING = (1.0, 0.6, 0.6)
 SHAPE = (20, 36, 36)
@@ -349,7 +349,7 @@ def test_nan_in_a_nifti_source_is_found_though_itk_reads_it_as_zero(tmp_path):
 @pytest.fixture(scope="module")
 def phantom_folder(tmp_path_factory) -> Path:
     """A one-case synthetic phantom at half resolution (40 x 80 x 80)."""
-    from avnbench.phantom import synthesize
+    from avnbench.data.phantom import synthesize
 
     root = tmp_path_factory.mktemp("phantom") / "ph"
     synthesize(root, n_cases=1, seed=5, shape=(40, 80, 80))
@@ -398,7 +398,7 @@ def test_default_names_are_made_safe(tmp_path):
 
 
 def test_dicom_folder_must_hold_exactly_one_series(tmp_path):
-    from avnbench.validation import read_image_checked
+    from avnbench.data.validation import read_image_checked
 
     image, _, _ = make_hip(shape_zyx=(6, 12, 12))
     (tmp_path / "empty").mkdir()

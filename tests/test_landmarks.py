@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avnbench.dataset import Geometry
+from avnbench.data.dataset import Geometry
 from avnbench.errors import DataError
-from avnbench.landmarks import (
+from avnbench.data.landmarks import (
     DEFAULT_ACETABULAR_GAP_MM,
     DEFAULT_LCEA_DEG,
     DEFAULT_THETA_MED_DEG,
@@ -71,7 +71,7 @@ def test_the_neck_cut_face_is_left_out_of_the_fit():
     labels, geom, centre = truncated_sphere((40, 70, 70), (1.0, 0.5, 0.5), 14.0, cut=0.3)
     lm = estimate_landmarks(labels, geom, "L")
     assert np.linalg.norm(np.asarray(lm.head_center_mm) - centre) < 0.2
-    from avnbench.landmarks import boundary_points_and_normals
+    from avnbench.data.landmarks import boundary_points_and_normals
 
     naive_centre, _ = fit_sphere(boundary_points_and_normals(labels, geom)[0])
     assert np.linalg.norm(naive_centre - centre) > 1.0
@@ -123,7 +123,7 @@ def test_patient_axes_are_orthonormal():
 
 @pytest.fixture(scope="module")
 def phantom_cases():
-    from avnbench.phantom import generate_case, plan_case
+    from avnbench.data.phantom import generate_case, plan_case
 
     return [generate_case(plan_case(i), shape=(40, 80, 80), seed=i) for i in range(3)]
 

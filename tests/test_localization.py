@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from avnbench.localization import heatmap_top_decile_on_necrosis
+from avnbench.evaluation.localization import heatmap_top_decile_on_necrosis
 
 
 def _slice_with_necrosis() -> np.ndarray:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from avnbench import grading
-from avnbench.dataset import load_dataset
+from avnbench.evaluation import grading
+from avnbench.data.dataset import load_dataset
 from avnbench.errors import ConfigError
-from avnbench.phantom import generate_case, plan_case, spacing_for, synthesize
+from avnbench.data.phantom import generate_case, plan_case, spacing_for, synthesize
 
 HALF = (40, 80, 80)
 N_MIX = 12

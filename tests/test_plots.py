@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from avnbench.plots import plot_bland_altman, plot_confusion, plot_relative_volume
+from avnbench.reporting.plots import plot_bland_altman, plot_confusion, plot_relative_volume
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from avnbench.runner import RESULT_FILE, job_dir_for, run_benchmark
-from avnbench.tracking import MlflowTracker
+from avnbench.reporting.tracking import MlflowTracker
 
 DESIGN_METRICS = [
     "dice_vital", "dice_necrosis", "dice_head", "assd_vital_mm", "assd_necrosis_mm", "hd95_vital_mm",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from avnbench.dataset import CaseMeta, Geometry, Landmarks, PatientAxes
-from avnbench.scoring import (
+from avnbench.data.dataset import CaseMeta, Geometry, Landmarks, PatientAxes
+from avnbench.evaluation.scoring import (
     assd,
     border,
     dice,
@@ -22,7 +22,7 @@ from avnbench.scoring import (
     score_case,
     surface_metrics,
 )
-from avnbench.statistics import summarize_segmentation
+from avnbench.evaluation.statistics import summarize_segmentation
 
 ANISO = (1.0, 0.44, 0.44)
 SPHERE_CENTRE = (20.0123, 17.6057, 17.6091)  # metrics.md §8: off-lattice, no ties at r²

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from avnbench.dataset import CaseMeta, Geometry, Landmarks, PatientAxes
+from avnbench.data.dataset import CaseMeta, Geometry, Landmarks, PatientAxes
 from avnbench.errors import DataError
-from avnbench.slices import mid_coronal_slice, mid_sagittal_slice
+from avnbench.evaluation.slices import mid_coronal_slice, mid_sagittal_slice
 
 
 def rotation(deg_z: float, deg_x: float) -> np.ndarray:

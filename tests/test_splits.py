@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from avnbench.dataset import load_dataset
+from avnbench.data.dataset import load_dataset
 from avnbench.errors import ConfigError, DataError
-from avnbench.splits import carve_validation, make_splits, read_splits, split_hash, write_splits
+from avnbench.data.splits import carve_validation, make_splits, read_splits, split_hash, write_splits
 
 
 def _patients(dataset, ids):

@@ -11,7 +11,7 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from avnbench.errors import DataError
-from avnbench.statistics import (
+from avnbench.evaluation.statistics import (
     _auc_rows,
     _confusion_rows,
     _kappa_from_confusion,

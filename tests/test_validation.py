@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from avnbench.dataset import Geometry, load_dataset
+from avnbench.data.dataset import Geometry, load_dataset
 from avnbench.errors import DataError
-from avnbench.importing import import_dataset
-from avnbench.splits import write_splits
-from avnbench.validation import (
+from avnbench.data.importing import import_dataset
+from avnbench.data.splits import write_splits
+from avnbench.data.validation import (
     check_dataset,
     geometry_mismatch,
     grid_mismatch,

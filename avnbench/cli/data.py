@@ -22,8 +22,8 @@ def data() -> None:
 def split_cmd(dataset_dir: Path, folds: int, seed: int, force: bool) -> None:
     """Write the shared patient-grouped, grade-stratified k-fold split of a dataset."""
     from avnbench.cli.display import console, splits_table
-    from avnbench.dataset import load_dataset
-    from avnbench.splits import read_splits, write_splits
+    from avnbench.data.dataset import load_dataset
+    from avnbench.data.splits import read_splits, write_splits
 
     dataset = load_dataset(dataset_dir)
     write_splits(dataset, folds, seed, force=force)
@@ -49,7 +49,7 @@ def synth_cmd(out: Path, cases: int, seed: int, shape: tuple[int, int, int], for
     from rich.table import Table
 
     from avnbench.cli.display import console
-    from avnbench.phantom import check_shape, synthesize
+    from avnbench.data.phantom import check_shape, synthesize
 
     check_shape(shape)  # refuse a bad shape before drawing a progress bar
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from avnbench.cli.data import data
-from avnbench.importing import DEFAULT_TARGET_SHAPE_ZYX, DEFAULT_TARGET_SPACING_ZYX
+from avnbench.data.importing import DEFAULT_TARGET_SHAPE_ZYX, DEFAULT_TARGET_SPACING_ZYX
 
 
 @data.command("import")
@@ -41,7 +41,7 @@ def import_cmd(
     from rich.table import Table
 
     from avnbench.cli.display import console, err_console
-    from avnbench.importing import import_dataset
+    from avnbench.data.importing import import_dataset
 
     with console.status(f"importing {source} ..."):
         report = import_dataset(
@@ -87,7 +87,7 @@ def check_cmd(dataset_dir: Path, no_grades: bool) -> None:
     from rich.table import Table
 
     from avnbench.cli.display import console
-    from avnbench.validation import check_dataset
+    from avnbench.data.validation import check_dataset
 
     with console.status(f"checking {dataset_dir} ..."):
         report = check_dataset(dataset_dir, grade=not no_grades)
@@ -144,7 +144,7 @@ def preview_cmd(dataset_dir: Path, case_id: str, out: Path, pixel_mm: float) -> 
     """Write a PNG of one case: mid-axial and mid-coronal planes with the labels overlaid."""
     from avnbench.cli.display import console
     from avnbench.errors import ConfigError
-    from avnbench.preview import render_preview
+    from avnbench.data.preview import render_preview
 
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out {out}: the preview is a PNG; give a file name ending in .png")

@@ -18,8 +18,8 @@ def leaderboard(tracking_uri: str | None, out_dir: Path) -> None:
 
     from avnbench.cli.display import console
     from avnbench.errors import AvnbenchError
-    from avnbench.leaderboard import board_tables, collect_boards, write_board
-    from avnbench.tracking import default_tracking_uri
+    from avnbench.reporting.leaderboard import board_tables, collect_boards, write_board
+    from avnbench.reporting.tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     boards = collect_boards(uri)

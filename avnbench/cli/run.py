@@ -27,8 +27,8 @@ def builtin_phantom(device: str, cases: int | None, shape: tuple[int, int, int] 
     On a GPU the full default (40 cases, 80×160×160); on a CPU a half-resolution one (24 cases,
     40×80×80) so that the whole benchmark fits in half an hour. The dataset's name says which.
     """
-    from avnbench.dataset import load_dataset
-    from avnbench.phantom import synthesize
+    from avnbench.data.dataset import load_dataset
+    from avnbench.data.phantom import synthesize
 
     n_default, shape_default = GPU_PHANTOM if device == "cuda" else CPU_PHANTOM
     n, shp = cases or n_default, tuple(shape or shape_default)
@@ -81,11 +81,11 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     Re-running the same command resumes: folds already finished are skipped.
     """
     from avnbench.cli.display import console, err_console, result_table, run_progress
-    from avnbench.dataset import load_dataset
+    from avnbench.data.dataset import load_dataset
     from avnbench.errors import AvnbenchError
     from avnbench.plugins import load_registry
     from avnbench.runner import resolve_device, run_benchmark
-    from avnbench.tracking import MlflowTracker
+    from avnbench.reporting.tracking import MlflowTracker
 
     registry = load_registry()
     for plugin, why in sorted(registry.failures.items()):

@@ -53,10 +53,10 @@ def score(pred_dir: Path, dataset_dir: Path, out_csv: Path | None, case_ids: tup
     import pandas as pd
 
     from avnbench.cli.display import console
-    from avnbench.dataset import load_dataset
+    from avnbench.data.dataset import load_dataset
     from avnbench.errors import ConfigError
-    from avnbench.scoring import score_folder
-    from avnbench.statistics import summarize_segmentation
+    from avnbench.evaluation.scoring import score_folder
+    from avnbench.evaluation.statistics import summarize_segmentation
 
     out_csv = out_csv or pred_dir / "scores.csv"
     if out_csv.suffix.lower() != ".csv":
@@ -88,7 +88,7 @@ def score(pred_dir: Path, dataset_dir: Path, out_csv: Path | None, case_ids: tup
     summary_json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     written = [out_csv, summary_json]
     if plots:
-        from avnbench import plots as plotting
+        from avnbench.reporting import plots as plotting
 
         written += [plotting.plot_relative_volume(rows, plot_paths[0]),
                     plotting.plot_bland_altman(rows, plot_paths[1])]

@@ -18,7 +18,7 @@ from avnbench.cli import cli
 def ui(tracking_uri: str | None, host: str, port: int) -> None:
     """Open MLflow's UI on the avnbench tracking store."""
     from avnbench.cli.display import console
-    from avnbench.tracking import artifact_root_for, default_tracking_uri
+    from avnbench.reporting.tracking import artifact_root_for, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]

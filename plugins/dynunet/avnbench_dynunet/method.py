@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avnbench.dataset import Case
+from avnbench.data.dataset import Case
 from avnbench.errors import ConfigError
 from avnbench.methods import Method, MethodCard, MethodConfig, SegmentationPrediction
 from avnbench_dynunet.planner import Topology, plan_topology

@@ -10,7 +10,7 @@ import pytest
 
 from avnbench.errors import ConfigError
 from avnbench.runner import job_dir_for
-from avnbench.splits import read_splits
+from avnbench.data.splits import read_splits
 from avnbench.testing import check_method
 from avnbench_dynunet.method import (
     CHECKPOINT_FILE,

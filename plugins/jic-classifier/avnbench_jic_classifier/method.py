@@ -2,7 +2,7 @@
 
 Seed study 004 (Shen et al., J Arthroplasty 2024) trained a CNN on 1,472 mid-coronal T1 MRI slices
 and showed that it looks at the necrotic area. Here the slice is reformatted from the 3D image with
-:func:`avnbench.slices.mid_coronal_slice` (patient lateral to the right, superior up, for left
+:func:`avnbench.evaluation.slices.mid_coronal_slice` (patient lateral to the right, superior up, for left
 and right hips alike), z-scored, resized to a square network input and classified by a MONAI
 ResNet trained from scratch. A heat map on the slice's own grid comes with every prediction:
 Grad-CAM of the predicted class (softmax head) or the network's necrosis map (lesion_extent).
@@ -29,9 +29,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from avnbench.dataset import Case, CaseMeta
+from avnbench.data.dataset import Case, CaseMeta
 from avnbench.errors import ConfigError, DataError
-from avnbench.slices import mid_coronal_slice
+from avnbench.evaluation.slices import mid_coronal_slice
 from avnbench.methods import (
     ClassificationPrediction,
     Method,
@@ -471,7 +471,7 @@ def network_input(plane, meta: CaseMeta, config: JicClassifierConfig):
 
     channels = [zscore(plane.array)]
     if config.position_channels:
-        from avnbench.grading import jic_boundaries_mm
+        from avnbench.evaluation.grading import jic_boundaries_mm
 
         boundaries = jic_boundaries_mm(meta)
         if boundaries is None or meta.landmarks is None:
@@ -579,7 +579,7 @@ def _labelled_inputs(
     mid-coronal plane and its anterior/posterior shifts (``plane_jitter_mm``), each labelled by
     the reference grading applied to that plane. Cases whose mid-coronal plane has no JIC type
     are left out, and so are shifted planes without necrosis."""
-    from avnbench.grading import jic_type
+    from avnbench.evaluation.grading import jic_type
 
     classes = jic_classes()
     offsets = _plane_offsets_mm(config)

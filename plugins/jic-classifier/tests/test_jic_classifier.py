@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from avnbench.errors import ConfigError, DataError
-from avnbench.localization import heatmap_top_decile_on_necrosis
+from avnbench.evaluation.localization import heatmap_top_decile_on_necrosis
 from avnbench.methods import TrainingLog, jic_classes
 from avnbench.runner import job_dir_for, without_labels
-from avnbench.slices import mid_coronal_slice
-from avnbench.splits import read_splits
+from avnbench.evaluation.slices import mid_coronal_slice
+from avnbench.data.splits import read_splits
 from avnbench.testing import check_method
 from avnbench_jic_classifier.method import (
     MODEL_FILE,

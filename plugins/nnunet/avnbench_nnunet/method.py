@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from avnbench.dataset import Case, load_dataset
+from avnbench.data.dataset import Case, load_dataset
 from avnbench.errors import ConfigError
 from avnbench.methods import JobContext, Method, MethodCard, MethodConfig, SegmentationPrediction
-from avnbench.splits import Fold, split_hash
+from avnbench.data.splits import Fold, split_hash
 
 from avnbench_nnunet import _jobs
 from avnbench_nnunet.workspace import Workspace, training_key

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from avnbench.dataset import FILE_ENDING, load_dataset
+from avnbench.data.dataset import FILE_ENDING, load_dataset
 from avnbench.errors import ConfigError
 
 from avnbench_nnunet import _jobs

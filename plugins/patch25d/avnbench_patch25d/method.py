@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator
 
-from avnbench.dataset import Case
+from avnbench.data.dataset import Case
 from avnbench.errors import ConfigError
 from avnbench.methods import Method, MethodCard, MethodConfig, SegmentationPrediction
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from avnbench.dataset import Case
+from avnbench.data.dataset import Case
 from avnbench.methods import Method, MethodCard, MethodConfig, SegmentationPrediction
 
 PARAMS_FILE = "threshold_baseline.json"

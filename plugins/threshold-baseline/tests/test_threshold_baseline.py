@@ -15,7 +15,7 @@ def test_conformance(tiny_dataset, tmp_path):
 
 
 def test_learned_thresholds_are_ordered(tiny_dataset, tmp_path):
-    from avnbench.splits import read_splits
+    from avnbench.data.splits import read_splits
 
     folds, _ = read_splits(tiny_dataset)
     method = ThresholdBaseline.from_preset("smoke")
@@ -28,8 +28,8 @@ def test_learned_thresholds_are_ordered(tiny_dataset, tmp_path):
 
 
 def test_segmentation_overlaps_reference(tiny_dataset, tmp_path):
-    from avnbench.scoring import dice
-    from avnbench.splits import read_splits
+    from avnbench.evaluation.scoring import dice
+    from avnbench.data.splits import read_splits
 
     folds, _ = read_splits(tiny_dataset)
     method = ThresholdBaseline.from_preset("quick")

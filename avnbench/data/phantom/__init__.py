@@ -6,7 +6,7 @@ Analytic anatomy (clinical.md §7) evaluated directly on the output grid: signed
 acquisition: k-space truncation to the native in-plane resolution, a through-plane slice profile,
 a smooth polynomial bias field and Rician noise.
 
-Reference grades are measured on the final label maps with :mod:`avnbench.grading`, never copied
+Reference grades are measured on the final label maps with :mod:`avnbench.evaluation.grading`, never copied
 from generator parameters; a case whose measured grades fall within the §7.8 ambiguity buffers of
 a threshold is re-drawn. Each case has its own random stream (``SeedSequence(seed)`` children
 keyed by case index), so case i is the same whatever the number of cases, and the same seed gives
@@ -29,8 +29,8 @@ import scipy.fft
 from scipy import ndimage
 from scipy.optimize import brentq
 
-from avnbench import grading
-from avnbench.dataset import (
+from avnbench.evaluation import grading
+from avnbench.data.dataset import (
     CASES_FILE,
     FILE_ENDING,
     SPLITS_FILE,

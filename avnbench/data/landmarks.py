@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from avnbench.dataset import Geometry, Landmarks, PatientAxes
+from avnbench.data.dataset import Geometry, Landmarks, PatientAxes
 from avnbench.errors import DataError
 
 DEFAULT_LCEA_DEG = 32.0

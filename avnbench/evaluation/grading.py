@@ -24,8 +24,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from avnbench.dataset import CaseMeta
-from avnbench.slices import mid_coronal_slice, mid_sagittal_slice
+from avnbench.data.dataset import CaseMeta
+from avnbench.evaluation.slices import mid_coronal_slice, mid_sagittal_slice
 
 STEINBERG_CODES = {"A": 0, "B": 1, "C": 2}
 JIC_CODES = {"A": 0, "B": 1, "C1": 2, "C2": 3}

@@ -3,7 +3,7 @@
 Seed study 004 claims its CNN "correctly locates the necrotic area". The score here makes that
 claim measurable: take the hottest tenth of a class-activation heat map and ask which fraction
 of it lies on reference necrosis. The heat map and the reference slice share one grid, the
-default grid of :func:`avnbench.slices.mid_coronal_slice`.
+default grid of :func:`avnbench.evaluation.slices.mid_coronal_slice`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A PNG preview of one case: mid-axial and mid-coronal planes with the labels overlaid.
 
 The planes go through the head centre along the patient axes of the case's landmarks
-(:mod:`avnbench.slices`), on square pixels whatever the voxel spacing; lateral is to the right
+(:mod:`avnbench.evaluation.slices`), on square pixels whatever the voxel spacing; lateral is to the right
 in both panels, anterior up in the axial one, superior up in the coronal one. The coronal panel
 also shows the JIC boundaries (medial end of the weight-bearing portion, the two trisection
 lines and the acetabular edge). A case without landmarks is shown on the array's middle slices.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avnbench.dataset import Case, Dataset, load_dataset
+from avnbench.data.dataset import Case, Dataset, load_dataset
 
 VITAL_RGBA = (0.15, 0.75, 0.35, 0.35)
 NECROSIS_RGBA = (0.95, 0.15, 0.1, 0.55)
@@ -22,7 +22,7 @@ NECROSIS_RGBA = (0.95, 0.15, 0.1, 0.55)
 
 def _planes(case: Case, image: np.ndarray, labels: np.ndarray, pixel_mm: float):
     """[(panel title, image 2-D, labels 2-D, extent mm or None, h label, v label)]."""
-    from avnbench.slices import mid_coronal_slice, plane_slice
+    from avnbench.evaluation.slices import mid_coronal_slice, plane_slice
 
     meta = case.meta
     if meta.landmarks is None:
@@ -115,7 +115,7 @@ def preview_title(dataset: Dataset, case: Case) -> str:
 
 
 def _draw_jic_boundaries(ax, meta) -> None:
-    from avnbench.grading import jic_boundaries_mm
+    from avnbench.evaluation.grading import jic_boundaries_mm
 
     boundaries = jic_boundaries_mm(meta)
     if boundaries is None:

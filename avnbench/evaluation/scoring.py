@@ -28,7 +28,7 @@ from scipy.spatial import cKDTree
 from avnbench.errors import DataError
 
 if TYPE_CHECKING:
-    from avnbench.dataset import Case, CaseMeta, Dataset
+    from avnbench.data.dataset import Case, CaseMeta, Dataset
 
 #: Label sets scored per case: name -> label values that make up the mask.
 LABEL_SETS: dict[str, tuple[int, ...]] = {"vital": (1,), "necrosis": (2,), "head": (1, 2)}
@@ -318,7 +318,7 @@ def score_case(
     head (1 ∪ 2). Per label set ``empty_<set>`` says which side is empty ("none", "both",
     "pred", "ref"); for "both" the Dice and distance values are NaN and summaries leave them out.
     Volumes in cm³, relative necrosis volume in % of the head (0 when there is no head).
-    Grades (Steinberg, JIC) are computed from each label map with :mod:`avnbench.grading`;
+    Grades (Steinberg, JIC) are computed from each label map with :mod:`avnbench.evaluation.grading`;
     ``steinberg_given``/``jic_given``/``arco_ref`` are the case's reference grades from
     ``cases.json``.
     """
@@ -379,7 +379,7 @@ def _grades(pred_labels, ref_labels, spacing, case_meta) -> dict[str, str | None
     """Steinberg and JIC grades of both label maps: a grade, "none" (no necrosis), or None
     (not gradable: JIC needs the case's landmarks)."""
     # Imported here: grading pulls in the slicing code, which scoring of distances never needs.
-    from avnbench import grading
+    from avnbench.evaluation import grading
 
     out: dict[str, str | None] = {}
     for side, labels in (("ref", ref_labels), ("pred", pred_labels)):
@@ -445,7 +445,7 @@ def score_predictions(
 
 def prediction_path(pred_dir: Path, case_id: str) -> Path:
     """Where a predicted label map of a case lives in a prediction folder."""
-    from avnbench.dataset import FILE_ENDING
+    from avnbench.data.dataset import FILE_ENDING
 
     return Path(pred_dir) / f"{case_id}{FILE_ENDING}"
 
@@ -463,7 +463,7 @@ def score_folder(
     """
     import SimpleITK as sitk
 
-    from avnbench.dataset import read_sitk
+    from avnbench.data.dataset import read_sitk
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from avnbench.dataset import SPLITS_FILE, SPLITS_META_FILE, Case, Dataset
+from avnbench.data.dataset import SPLITS_FILE, SPLITS_META_FILE, Case, Dataset
 from avnbench.errors import ConfigError, DataError
 
 

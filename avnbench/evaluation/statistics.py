@@ -1,6 +1,6 @@
 """Run statistics over per-case score rows: means, agreement, volumes, grades, bootstrap CIs.
 
-Input rows are what :func:`avnbench.scoring.score_case` (segmentation) or the runner
+Input rows are what :func:`avnbench.evaluation.scoring.score_case` (segmentation) or the runner
 (classification: ``jic_ref``, ``jic_pred``, ``prob_<class>``) produce, as dicts or a pandas
 DataFrame (e.g. read back from ``cases.csv``, where None becomes NaN). Output is a
 :class:`RunSummary` whose ``metrics`` use the metric names of DESIGN.md "Tracking and
@@ -273,7 +273,7 @@ def _early_vs_advanced(summary: RunSummary, frame: pd.DataFrame) -> None:
 
 
 def summarize_segmentation(rows: Rows, n_bootstrap: int = 1000, seed: int = 0) -> RunSummary:
-    """Run statistics of segmentation rows (from :func:`avnbench.scoring.score_case`).
+    """Run statistics of segmentation rows (from :func:`avnbench.evaluation.scoring.score_case`).
 
     Per label set (vital, necrosis, head): mean, SD and median of Dice, ASSD (mm), HD95 (mm) and
     NSD@1mm over the cases where at least one mask is non-empty; ``n_empty_both_<set>`` counts

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from avnbench.tracking import PARENT_TAG, client_for
+from avnbench.reporting.tracking import PARENT_TAG, client_for
 
 # (metric, column title, higher is better)
 SEGMENTATION_COLUMNS: list[tuple[str, str, bool]] = [
@@ -124,7 +124,7 @@ def _read_cases(client, run_id: str) -> list[dict[str, Any]]:
 
 
 def _add_significance(board: Board) -> None:
-    from avnbench.statistics import paired_comparison
+    from avnbench.evaluation.statistics import paired_comparison
 
     for task in ("segmentation", "classification"):
         rows = [r for r in board.rows if r.task == task]

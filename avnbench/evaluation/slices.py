@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from avnbench.dataset import CaseMeta
+from avnbench.data.dataset import CaseMeta
 from avnbench.errors import DataError
 
 #: Margin added to the head radius for the default half width of a slice (mm).

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from avnbench.dataset import FILE_ENDING, LABELS, SPLITS_FILE, CaseMeta, Dataset, Geometry, load_dataset
+from avnbench.data.dataset import FILE_ENDING, LABELS, SPLITS_FILE, CaseMeta, Dataset, Geometry, load_dataset
 from avnbench.errors import DataError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -489,7 +489,7 @@ def _check_case(case, grade: bool) -> tuple[CaseSummary, list[Issue], str | None
 
 
 def _compare_grades(case, meta: CaseMeta, labels: np.ndarray, summary: CaseSummary, add) -> None:
-    from avnbench import grading
+    from avnbench.evaluation import grading
 
     extent = grading.steinberg_extent(labels, meta.geometry.spacing_zyx)
     summary.computed_steinberg = extent.grade
@@ -530,7 +530,7 @@ def _stray_file_issues(dataset: Dataset) -> list[Issue]:
 
 
 def _split_check(dataset: Dataset) -> tuple[SplitSummary | None, list[Issue]]:
-    from avnbench.splits import read_splits
+    from avnbench.data.splits import read_splits
 
     if not (dataset.root / SPLITS_FILE).exists():
         return None, [Issue(severity="warning", message=f"no split yet; make one with 'avnbench data split {dataset.root}'")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avnbench.dataset import FILE_ENDING, Case
+from avnbench.data.dataset import FILE_ENDING, Case
 from avnbench.methods import ClassificationPrediction, SegmentationPrediction
 
 

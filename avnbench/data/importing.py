@@ -7,7 +7,7 @@ cropped or padded to the target shape around the femoral head centre, all in one
 the target grid. The target grid is the source grid re-sampled at the target spacing (same origin
 and direction), so a source that already has the target spacing is only cropped, not
 interpolated. Grades given by the source are kept; missing ones are computed from the label map
-with the core's grading; missing landmarks are estimated (:mod:`avnbench.landmarks`).
+with the core's grading; missing landmarks are estimated (:mod:`avnbench.data.landmarks`).
 
 Nothing is written until every case has been read and checked: the dataset is built in a hidden
 folder beside ``out`` and moved into place at the end, so a failure leaves ``out`` as it was.
@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from avnbench.dataset import (
+from avnbench.data.dataset import (
     ARCO_STAGES,
     CASES_FILE,
     FILE_ENDING,
@@ -41,7 +41,7 @@ from avnbench.dataset import (
     write_dataset_json,
 )
 from avnbench.errors import ConfigError, DataError
-from avnbench.validation import (
+from avnbench.data.validation import (
     grid_mismatch,
     image_file_problem,
     label_value_problem,
@@ -516,7 +516,7 @@ def _move_into_place(build: Path, out: Path) -> None:
 def _import_case(case: SourceCase, build: Path, spacing_zyx, shape_zyx) -> tuple[CaseMeta, ImportedCase]:
     import SimpleITK as sitk
 
-    from avnbench.landmarks import estimate_landmarks, side_from_neck_axis
+    from avnbench.data.landmarks import estimate_landmarks, side_from_neck_axis
 
     image = read_image_checked(case.image)
     label = read_image_checked(case.label)
@@ -591,7 +591,7 @@ def _import_case(case: SourceCase, build: Path, spacing_zyx, shape_zyx) -> tuple
 
 def _with_grades(meta: CaseMeta, labels: np.ndarray, case: SourceCase) -> CaseMeta:
     """Keep the given grades; compute the missing ones and the measurements from the labels."""
-    from avnbench import grading
+    from avnbench.evaluation import grading
 
     measurements = dict(meta.measurements)
     measurements.update(grading.grade_labels(labels, meta))

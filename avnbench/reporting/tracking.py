@@ -281,7 +281,7 @@ def _write_cases_csv(rows: list[dict], path: Path) -> None:
 
 
 def _make_plots(rows: list[dict], summary, task: str, out: Path) -> None:
-    from avnbench import plots
+    from avnbench.reporting import plots
 
     if task == "segmentation":
         plots.plot_relative_volume(rows, out / "relative_volume_manual_vs_auto.png")
