@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from avnbench.data.dataset import JIC_TYPES, Case
+from avnbench.data.dataset import JIC_TYPES, Case, Geometry, Landmarks
 from avnbench.errors import ConfigError
 
 Task = Literal["segmentation", "classification"]
@@ -39,6 +39,21 @@ class MethodCard(BaseModel):
         description="classification only: the class names, in the order of predicted probabilities",
     )
     reference: str | None = Field(default=None, description="URL of the paper or code")
+    builds_on: tuple[str, ...] = Field(
+        default=(),
+        description="methods whose same-fold results this one reuses (an ensemble: its members); "
+        "the runner runs them first, in the same plan",
+    )
+    uses_landmarks: bool = Field(
+        default=False,
+        description="predict needs anatomical landmarks; it then gets only landmarks that did "
+        "not come from the reference label, and the method's leaderboard rows say so",
+    )
+    predicts: str | None = Field(
+        default=None,
+        description="classification only: the reference grade the classes are scored against "
+        "(e.g. 'jic')",
+    )
 
     @model_validator(mode="after")
     def _classes_for_classifiers(self) -> "MethodCard":
@@ -120,6 +135,43 @@ class ClassificationPrediction(BaseModel):
 Prediction = SegmentationPrediction | ClassificationPrediction
 
 
+class PredictCase(BaseModel):
+    """A case as ``predict`` sees it: the image, its grid and the case's identity — nothing else.
+
+    No label path, no reference grade, no measurement and nothing computed from the reference
+    label. ``landmarks`` is set only for methods whose card says ``uses_landmarks`` and only when
+    the case's landmarks did not come from its label map (the phantom's anatomy, or landmarks a
+    manifest supplies); otherwise it is None. ``image_path`` points at a copy of the image
+    staged for the job, not into the dataset folder.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    case_id: str
+    patient_id: str
+    side: Literal["L", "R"]
+    image_path: Path
+    geometry: Geometry
+    landmarks: Landmarks | None = None
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel spacing in mm, array order (z, y, x)."""
+        return self.geometry.spacing_zyx
+
+    def read_image(self):
+        """The image as a SimpleITK image (through the project's one checked reader)."""
+        from avnbench.data.dataset import read_sitk
+
+        return read_sitk(self.image_path)
+
+    def image_array(self) -> np.ndarray:
+        """Image intensities, float32, array order (z, y, x)."""
+        import SimpleITK as sitk
+
+        return sitk.GetArrayFromImage(self.read_image()).astype(np.float32, copy=False)
+
+
 class JobContext(BaseModel):
     """What the runner tells a method about the job it runs in (one method, one fold).
 
@@ -142,26 +194,70 @@ class JobContext(BaseModel):
     shared_dir: Path
 
 
-class TrainingLog:
-    """Where a method records training curves and files for the fold's MLflow run.
+class TrainingEvent(BaseModel):
+    """One report from a training method: an epoch finished, or one point of a curve.
 
-    Files only (``workdir/training_log.jsonl`` and ``workdir/artifacts/``): the runner logs them
-    to MLflow after ``fit`` and ``predict``, so a method never touches the tracking store.
+    ``epoch`` is 1-based; ``total`` is the number of epochs planned (None for a lone curve point);
+    ``values`` are losses and validation scores by name (logged as ``train/<name>``);
+    ``seconds`` is the time since the first report of this fit.
     """
 
-    def __init__(self, workdir: Path):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epoch: int
+    total: int | None = None
+    values: dict[str, float] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+
+TrainingListener = Callable[[TrainingEvent], None]
+
+
+class TrainingLog:
+    """The one callback through which a method reports training, plus files for its MLflow run.
+
+    Every report is written to ``workdir/training_log.jsonl`` (so a fold's curves survive the
+    process) and handed to ``listener``, which the runner sets: it shows epochs, losses and an ETA
+    in the terminal and logs the curves live to the fold's MLflow run. A method never touches the
+    tracking store itself.
+    """
+
+    def __init__(self, workdir: Path, listener: TrainingListener | None = None):
         self.workdir = Path(workdir)
         self.path = self.workdir / "training_log.jsonl"
         self.artifact_dir = self.workdir / "artifacts"
+        self.listener = listener
+        self._t0: float | None = None
+
+    def _elapsed(self) -> float:
+        import time
+
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = now
+        return now - self._t0
+
+    def epoch(self, epoch: int, total: int | None = None, **values: float) -> None:
+        """Report a finished epoch (1-based) of ``total``, with its losses and validation scores,
+        e.g. ``log.epoch(3, 50, loss=0.41, val_dice=0.72)``."""
+        finite = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            for name, value in finite.items():
+                f.write(json.dumps({"name": name, "value": value, "step": int(epoch)}) + "\n")
+        if self.listener is not None:
+            self.listener(TrainingEvent(epoch=int(epoch), total=total, values=finite, seconds=self._elapsed()))
 
     def metric(self, name: str, value: float, step: int) -> None:
         """Record one point of a curve, e.g. ``metric("train_loss", 0.31, step=epoch)``."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
         value = float(value)
         if not math.isfinite(value):
             return
-        with open(self.path, "a") as f:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"name": name, "value": value, "step": int(step)}) + "\n")
+        if self.listener is not None:
+            self.listener(TrainingEvent(epoch=int(step), values={name: value}, seconds=self._elapsed()))
 
     def param(self, name: str, value: Any) -> None:
         """Record a value the method chose during fit (a learned threshold, a cut-off ...)."""
@@ -187,9 +283,10 @@ class TrainingLog:
 class Method(ABC):
     """Base class of every benchmark method.
 
-    Subclasses set ``card`` and ``Config`` and implement ``fit`` and ``predict``. The runner
-    creates one instance per (method, fold) job, sets ``context`` and ``log``, calls ``fit`` once
-    and ``predict`` once, possibly in a fresh process: ``predict`` must rely only on ``workdir``.
+    Subclasses set ``card`` and ``Config`` and implement ``fit`` and ``predict``. For each
+    (method, fold) job the runner creates an instance, sets ``context`` and ``log`` and calls
+    ``fit`` once; then it calls ``predict`` once on a *fresh* instance whose ``context`` is None
+    (possibly in another process): ``predict`` must rely only on ``workdir`` and its cases.
     """
 
     card: ClassVar[MethodCard]
@@ -215,10 +312,10 @@ class Method(ABC):
 
     @abstractmethod
     def predict(
-        self, cases: Sequence[Case], workdir: Path, device: str
+        self, cases: Sequence[PredictCase], workdir: Path, device: str
     ) -> Iterator[SegmentationPrediction | ClassificationPrediction]:
         """Yield one prediction per case, in order, using only what ``fit`` left in ``workdir``.
-        The cases' labels must not be read."""
+        The cases are :class:`PredictCase`: image, grid and identity, no reference."""
 
 
 def jic_classes() -> tuple[str, ...]:
