@@ -154,6 +154,22 @@ class PredictCase(BaseModel):
     geometry: Geometry
     landmarks: Landmarks | None = None
 
+    @classmethod
+    def of(cls, case: Case, *, with_landmarks: bool, image_path: Path | None = None) -> "PredictCase":
+        """The sealed view of ``case``: landmarks only if asked for and not estimated from the
+        reference label; ``image_path`` (a staged copy) defaults to the case's own image."""
+        landmarks = case.meta.landmarks
+        if not with_landmarks or landmarks is None or landmarks.estimated:
+            landmarks = None
+        return cls(
+            case_id=case.case_id,
+            patient_id=case.meta.patient_id,
+            side=case.meta.side,
+            image_path=Path(image_path) if image_path is not None else case.image_path,
+            geometry=case.meta.geometry,
+            landmarks=landmarks,
+        )
+
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel spacing in mm, array order (z, y, x)."""
