@@ -281,12 +281,12 @@ def score_prediction(
 
 
 def summarize(rows: list[dict[str, Any]], task: str, classes: Sequence[str] | None, n_bootstrap: int, seed: int):
-    """The run statistics of a set of per-case rows (see :mod:`avnbench.evaluation.statistics`)."""
-    from avnbench.evaluation import statistics
+    """The run statistics of a set of per-case rows (see :mod:`avnbench.evaluation.summaries`)."""
+    from avnbench.evaluation import summaries
 
     if task == "segmentation":
-        return statistics.summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed)
-    return statistics.summarize_classification(rows, list(classes or []), n_bootstrap=n_bootstrap, seed=seed)
+        return summaries.summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed)
+    return summaries.summarize_classification(rows, list(classes or []), n_bootstrap=n_bootstrap, seed=seed)
 
 
 def cost_metrics(results: Sequence[FoldResult]) -> dict[str, float]:

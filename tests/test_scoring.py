@@ -22,7 +22,7 @@ from avnbench.evaluation.scoring import (
     score_case,
     surface_metrics,
 )
-from avnbench.evaluation.statistics import summarize_segmentation
+from avnbench.evaluation.summaries import summarize_segmentation
 
 ANISO = (1.0, 0.44, 0.44)
 SPHERE_CENTRE = (20.0123, 17.6057, 17.6091)  # metrics.md §8: off-lattice, no ties at r²

@@ -56,7 +56,7 @@ def score(pred_dir: Path, dataset_dir: Path, out_csv: Path | None, case_ids: tup
     from avnbench.data.dataset import load_dataset
     from avnbench.errors import ConfigError
     from avnbench.evaluation.scoring import score_folder
-    from avnbench.evaluation.statistics import summarize_segmentation
+    from avnbench.evaluation.summaries import summarize_segmentation
 
     out_csv = out_csv or pred_dir / "scores.csv"
     if out_csv.suffix.lower() != ".csv":

@@ -124,7 +124,7 @@ def _read_cases(client, run_id: str) -> list[dict[str, Any]]:
 
 
 def _add_significance(board: Board) -> None:
-    from avnbench.evaluation.statistics import paired_comparison
+    from avnbench.evaluation.comparison import paired_comparison
 
     for task in ("segmentation", "classification"):
         rows = [r for r in board.rows if r.task == task]

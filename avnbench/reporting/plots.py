@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from avnbench.evaluation.statistics import Rows
+from avnbench.evaluation.summaries import Rows
 
 DPI = 120
 

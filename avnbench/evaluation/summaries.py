@@ -1,13 +1,13 @@
-"""Run statistics over per-case score rows: means, agreement, volumes, grades, bootstrap CIs.
+"""Run summaries over per-case score rows: means, agreement, volumes, grades, bootstrap CIs.
 
 Input rows are what :func:`avnbench.evaluation.scoring.score_case` (segmentation) or the runner
 (classification: ``jic_ref``, ``jic_pred``, ``prob_<class>``) produce, as dicts or a pandas
 DataFrame (e.g. read back from ``cases.csv``, where None becomes NaN). Output is a
 :class:`RunSummary` whose ``metrics`` use the metric names of DESIGN.md "Tracking and
 leaderboards" and only ever hold finite numbers; whatever is undefined is left out and said in
-``notes``. scipy.stats and scikit-learn compute the statistics; the bootstrap re-implements only
-the cheap vectorised forms (mean, Pearson r, accuracy, weighted kappa, rank AUC), which the tests
-check against those libraries.
+``notes``. scipy.stats and scikit-learn compute the statistics; the confidence intervals come
+from the vectorised kernels of :mod:`avnbench.evaluation.bootstrap`, and run-vs-run tests from
+:mod:`avnbench.evaluation.comparison`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,16 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from avnbench.errors import DataError
+from avnbench.evaluation.bootstrap import (
+    accuracy_from_confusion,
+    add_intervals,
+    auc_rows,
+    confusion_rows,
+    kappa_from_confusion,
+    nanmean_rows,
+    pearson_rows,
+    resample_indices,
+)
 
 Rows = list[dict[str, Any]] | pd.DataFrame
 
@@ -45,9 +55,6 @@ SEGMENTATION_HEADLINE = (
     "steinberg_accuracy", "steinberg_kappa_linear", "steinberg_kappa_quadratic",
     "jic_accuracy", "jic_kappa_linear", "jic_kappa_quadratic",
 )  # fmt: skip
-CI_LEVEL = 0.95
-#: Least fraction of bootstrap resamples in which a metric must be defined to report its CI.
-MIN_DEFINED_FRACTION = 0.5
 
 
 class RunSummary(BaseModel):
@@ -78,12 +85,13 @@ class RunSummary(BaseModel):
 # helpers
 
 
-def _frame(rows: Rows) -> pd.DataFrame:
+def as_frame(rows: Rows) -> pd.DataFrame:
+    """Rows (dicts or a DataFrame) as a fresh DataFrame with a 0..n-1 index."""
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     return frame.reset_index(drop=True)
 
 
-def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+def numeric_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A column as float64 (missing → NaN); all NaN when the column is absent."""
     if column not in frame.columns:
         return np.full(len(frame), np.nan)
@@ -104,12 +112,14 @@ def _strings(frame: pd.DataFrame, column: str) -> list[str | None]:
 
 
 def _case_ids(frame: pd.DataFrame) -> list[str]:
+    """The rows' case ids, or "row <i>" without a case_id column."""
     if "case_id" in frame.columns:
         return [str(c) for c in frame["case_id"]]
     return [f"row {i}" for i in range(len(frame))]
 
 
 def _sd(values: np.ndarray) -> float:
+    """Sample standard deviation (ddof 1); NaN below two values."""
     return float(np.std(values, ddof=1)) if len(values) >= 2 else float("nan")
 
 
@@ -128,7 +138,7 @@ def _codes(labels: Sequence[str | None], categories: Sequence[str], what: str, i
     return codes
 
 
-def _quietly(fn, *args, **kwargs):
+def quietly(fn, *args, **kwargs):
     """Call a statistics function, turning its 'undefined' warnings into a NaN result."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -156,7 +166,7 @@ def ordinal_agreement(
     out = {"accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else float("nan")}
     for key, weights in (("kappa", None), ("kappa_linear", "linear"),
                          ("kappa_quadratic", "quadratic")):
-        value = _quietly(cohen_kappa_score, y_true, y_pred, labels=labels, weights=weights)
+        value = quietly(cohen_kappa_score, y_true, y_pred, labels=labels, weights=weights)
         out[key] = float(value) if value is not None else float("nan")
     return out
 
@@ -229,12 +239,12 @@ def _agreement(summary: RunSummary, prefix: str, ref: np.ndarray, pred: np.ndarr
     if np.all(diff == diff[0]):
         summary.notes.append(f"{prefix}_ttest_p: left out, the differences are all equal")
     else:
-        result = _quietly(stats.ttest_rel, pred, ref)
+        result = quietly(stats.ttest_rel, pred, ref)
         summary.put(f"{prefix}_ttest_p", result.pvalue if result is not None else None, few)
     if np.ptp(ref) == 0 or np.ptp(pred) == 0:
         summary.notes.append(f"{prefix}_pearson_r: left out, a constant series")
     else:
-        result = _quietly(stats.pearsonr, ref, pred)
+        result = quietly(stats.pearsonr, ref, pred)
         if result is not None:
             summary.put(f"{prefix}_pearson_r", result.statistic)
             summary.put(f"{prefix}_pearson_p", result.pvalue)
@@ -254,7 +264,7 @@ def _early_vs_advanced(summary: RunSummary, frame: pd.DataFrame) -> None:
     summary.metrics["n_arco_early"] = float(early.sum())
     summary.metrics["n_arco_advanced"] = float(advanced.sum())
     for side in ("ref", "pred"):
-        relvol = _numeric(frame, f"necrosis_relvol_{side}")
+        relvol = numeric_column(frame, f"necrosis_relvol_{side}")
         a = relvol[early & np.isfinite(relvol)]
         b = relvol[advanced & np.isfinite(relvol)]
         for group, values in (("early", a), ("advanced", b)):
@@ -262,7 +272,7 @@ def _early_vs_advanced(summary: RunSummary, frame: pd.DataFrame) -> None:
                 summary.put(f"necrosis_relvol_{group}_{side}", values.mean())
                 summary.put(f"necrosis_relvol_{group}_{side}_sd", _sd(values))
         if len(a) and len(b):
-            result = _quietly(stats.mannwhitneyu, a, b, alternative="two-sided")
+            result = quietly(stats.mannwhitneyu, a, b, alternative="two-sided")
             summary.put(f"necrosis_relvol_early_vs_advanced_p_{side}",
                         result.pvalue if result is not None else None, "undefined")
         else:
@@ -283,7 +293,7 @@ def summarize_segmentation(rows: Rows, n_bootstrap: int = 1000, seed: int = 0) -
     Bootstrap (``n_bootstrap`` resamples of the cases, ``seed``) percentile 95 % CIs of the
     headline metrics; 0 skips them.
     """
-    frame = _frame(rows)
+    frame = as_frame(rows)
     summary = RunSummary(task="segmentation")
     n = len(frame)
     summary.metrics["n_cases"] = float(n)
@@ -308,7 +318,7 @@ def summarize_segmentation(rows: Rows, n_bootstrap: int = 1000, seed: int = 0) -
             column = template.format(label)
             if column not in frame.columns:
                 continue
-            values = _numeric(frame, column)
+            values = numeric_column(frame, column)
             values[both] = np.nan
             unexplained = ~np.isfinite(values) & ~both
             if unexplained.any():
@@ -326,33 +336,35 @@ def summarize_segmentation(rows: Rows, n_bootstrap: int = 1000, seed: int = 0) -
             summary.put(f"{column}_sd", _sd(kept))
             summary.put(f"{column}_median", float(np.median(kept)))
 
-    necrosis_ref, necrosis_pred = _numeric(frame, "necrosis_cm3_ref"), _numeric(frame, "necrosis_cm3_pred")
-    relvol_ref, relvol_pred = _numeric(frame, "necrosis_relvol_ref"), _numeric(frame, "necrosis_relvol_pred")
+    necrosis_ref = numeric_column(frame, "necrosis_cm3_ref")
+    necrosis_pred = numeric_column(frame, "necrosis_cm3_pred")
+    relvol_ref = numeric_column(frame, "necrosis_relvol_ref")
+    relvol_pred = numeric_column(frame, "necrosis_relvol_pred")
     _agreement(summary, "necrosis_cm3", necrosis_ref, necrosis_pred)
     _agreement(summary, "necrosis_relvol", relvol_ref, relvol_pred)
-    head_err = np.abs(_numeric(frame, "head_cm3_pred") - _numeric(frame, "head_cm3_ref"))
+    head_err = np.abs(numeric_column(frame, "head_cm3_pred") - numeric_column(frame, "head_cm3_ref"))
     if np.isfinite(head_err).any():
         summary.put("head_cm3_mae", np.nanmean(head_err))
     _early_vs_advanced(summary, frame)
     grades = {system: _grade_statistics(summary, frame, system) for system in GRADE_CATEGORIES}
 
     if n_bootstrap > 0:
-        resamples = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
+        resamples = resample_indices(n, n_bootstrap, seed)
         boot: dict[str, np.ndarray] = {
-            column: _nanmean_rows(values[resamples]) for column, values in per_case.items()
+            column: nanmean_rows(values[resamples]) for column, values in per_case.items()
         }
-        boot["necrosis_cm3_mae"] = _nanmean_rows(np.abs(necrosis_pred - necrosis_ref)[resamples])
-        boot["necrosis_relvol_mae"] = _nanmean_rows(np.abs(relvol_pred - relvol_ref)[resamples])
-        boot["necrosis_relvol_pearson_r"] = _pearson_rows(relvol_ref[resamples], relvol_pred[resamples])
+        boot["necrosis_cm3_mae"] = nanmean_rows(np.abs(necrosis_pred - necrosis_ref)[resamples])
+        boot["necrosis_relvol_mae"] = nanmean_rows(np.abs(relvol_pred - relvol_ref)[resamples])
+        boot["necrosis_relvol_pearson_r"] = pearson_rows(relvol_ref[resamples], relvol_pred[resamples])
         for system, codes in grades.items():
             if codes is None:
                 continue
             k = len(GRADE_CATEGORIES[system])
-            cm = _confusion_rows(codes[:, 0][resamples], codes[:, 1][resamples], k)
-            boot[f"{system}_accuracy"] = _accuracy_from_confusion(cm)
-            boot[f"{system}_kappa_linear"] = _kappa_from_confusion(cm, "linear")
-            boot[f"{system}_kappa_quadratic"] = _kappa_from_confusion(cm, "quadratic")
-        _add_intervals(summary, boot, SEGMENTATION_HEADLINE, n_bootstrap)
+            cm = confusion_rows(codes[:, 0][resamples], codes[:, 1][resamples], k)
+            boot[f"{system}_accuracy"] = accuracy_from_confusion(cm)
+            boot[f"{system}_kappa_linear"] = kappa_from_confusion(cm, "linear")
+            boot[f"{system}_kappa_quadratic"] = kappa_from_confusion(cm, "quadratic")
+        add_intervals(summary, boot, SEGMENTATION_HEADLINE, n_bootstrap)
     return summary
 
 
@@ -380,14 +392,14 @@ def summarize_classification(
     classes = list(classes)
     if not classes:
         raise DataError("summarize_classification needs the method's class names")
-    frame = _frame(rows)
+    frame = as_frame(rows)
     summary = RunSummary(task="classification")
     summary.metrics["n_cases"] = float(len(frame))
     ids = _case_ids(frame)
     ref = _codes(_strings(frame, f"{prefix}_ref"), classes, f"{prefix} class", ids)
     prob_columns = [f"prob_{c}" for c in classes]
     has_probs = all(c in frame.columns for c in prob_columns)
-    probs = np.column_stack([_numeric(frame, c) for c in prob_columns]) if has_probs else None
+    probs = np.column_stack([numeric_column(frame, c) for c in prob_columns]) if has_probs else None
     if f"{prefix}_pred" in frame.columns:
         pred = _codes(_strings(frame, f"{prefix}_pred"), classes, f"{prefix} class", ids)
     elif probs is not None:
@@ -418,7 +430,7 @@ def summarize_classification(
     summary.put(f"{prefix}_kappa_linear", stats["kappa_linear"], why)
     summary.put(f"{prefix}_kappa_quadratic", stats["kappa_quadratic"], why)
     present = sorted(set(ref.tolist()) | set(pred.tolist()))
-    precision, recall, f1, _ = _quietly(
+    precision, recall, f1, _ = quietly(
         precision_recall_fscore_support, ref, pred, labels=present, average="macro",
         zero_division=0,
     )
@@ -458,182 +470,18 @@ def summarize_classification(
 
     if n_bootstrap > 0:
         n = len(ref)
-        resamples = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
-        cm = _confusion_rows(ref[resamples], pred[resamples], k)
+        resamples = resample_indices(n, n_bootstrap, seed)
+        cm = confusion_rows(ref[resamples], pred[resamples], k)
         boot = {
-            f"{prefix}_accuracy": _accuracy_from_confusion(cm),
-            f"{prefix}_kappa_linear": _kappa_from_confusion(cm, "linear"),
-            f"{prefix}_kappa_quadratic": _kappa_from_confusion(cm, "quadratic"),
+            f"{prefix}_accuracy": accuracy_from_confusion(cm),
+            f"{prefix}_kappa_linear": kappa_from_confusion(cm, "linear"),
+            f"{prefix}_kappa_quadratic": kappa_from_confusion(cm, "quadratic"),
         }
         if auc_classes:
-            per_class = [_auc_rows(ref[resamples] == c, probs[:, c][resamples]) for c in auc_classes]
+            per_class = [auc_rows(ref[resamples] == c, probs[:, c][resamples]) for c in auc_classes]
             # A resample's macro AUC averages the same classes as the point estimate; a resample
             # that lost all positives or negatives of one of them is undefined (NaN).
             boot[f"{prefix}_macro_auc"] = np.mean(per_class, axis=0)
         headline = tuple(boot)
-        _add_intervals(summary, boot, headline, n_bootstrap)
+        add_intervals(summary, boot, headline, n_bootstrap)
     return summary
-
-
-# --------------------------------------------------------------------------------------------
-# bootstrap: vectorised statistics over resamples (rows of a (B, n) matrix)
-
-
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(values)
-    count = finite.sum(axis=1)
-    total = np.where(finite, values, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r per row over the positions where both are finite (NaN when undefined)."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    count = ok.sum(axis=1)
-    x0, y0 = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = x0.sum(axis=1) / count
-        my = y0.sum(axis=1) / count
-        dx = np.where(ok, x0 - mx[:, None], 0.0)
-        dy = np.where(ok, y0 - my[:, None], 0.0)
-        sxy, sxx, syy = (dx * dy).sum(axis=1), (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
-        r = sxy / np.sqrt(sxx * syy)
-    # Floating-point noise on a (near-)constant series is not a correlation.
-    scale_x = np.abs(np.where(ok, x0, 0)).max(axis=1)
-    scale_y = np.abs(np.where(ok, y0, 0)).max(axis=1)
-    degenerate = (count < 2) | (sxx <= (1e-12 * scale_x) ** 2 * count) | (
-        syy <= (1e-12 * scale_y) ** 2 * count
-    )
-    return np.where(degenerate, np.nan, np.clip(r, -1.0, 1.0))
-
-
-def _confusion_rows(ref: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """(B, k, k) confusion matrices of (B, n) code matrices; negative codes are left out."""
-    b = ref.shape[0]
-    ok = (ref >= 0) & (pred >= 0)
-    flat = (np.arange(b)[:, None] * k * k + ref * k + pred)[ok]
-    return np.bincount(flat, minlength=b * k * k).reshape(b, k, k).astype(float)
-
-
-def _accuracy_from_confusion(cm: np.ndarray) -> np.ndarray:
-    total = cm.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.trace(cm, axis1=1, axis2=2) / total
-
-
-def _kappa_from_confusion(cm: np.ndarray, weights: str | None) -> np.ndarray:
-    """Cohen's kappa per confusion matrix, as sklearn.metrics.cohen_kappa_score computes it."""
-    k = cm.shape[-1]
-    i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
-    if weights is None:
-        w = (i != j).astype(float)
-    elif weights == "linear":
-        w = np.abs(i - j).astype(float)
-    else:
-        w = ((i - j) ** 2).astype(float)
-    total = cm.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        expected = cm.sum(axis=2)[:, :, None] * cm.sum(axis=1)[:, None, :] / total[:, None, None]
-        return 1.0 - (w * cm).sum(axis=(1, 2)) / (w * expected).sum(axis=(1, 2))
-
-
-def _auc_rows(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """ROC AUC per row (Mann–Whitney form, ties counted half); NaN without both classes."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(score, axis=1)
-    n_pos = positive.sum(axis=1)
-    n_neg = positive.shape[1] - n_pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
-
-
-def _add_intervals(summary: RunSummary, boot: dict[str, np.ndarray], names, n_bootstrap: int) -> None:
-    alpha = (1 - CI_LEVEL) / 2
-    for name in names:
-        if name not in summary.metrics or name not in boot:
-            continue
-        values = boot[name][np.isfinite(boot[name])]
-        if len(values) < MIN_DEFINED_FRACTION * n_bootstrap:
-            summary.notes.append(
-                f"{name}_ci_low/_ci_high: left out, defined in only {len(values)} of "
-                f"{n_bootstrap} bootstrap resamples"
-            )
-            continue
-        low, high = np.percentile(values, [100 * alpha, 100 * (1 - alpha)])
-        summary.put(f"{name}_ci_low", low)
-        summary.put(f"{name}_ci_high", high)
-
-
-# --------------------------------------------------------------------------------------------
-# comparing two runs
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (same order as given)."""
-    p = np.asarray(p_values, dtype=float)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, idx in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[idx]))
-        adjusted[idx] = running
-    return adjusted.tolist()
-
-
-def paired_comparison(
-    rows_a: Rows, rows_b: Rows, metrics: list[str], alpha: float = 0.05
-) -> dict[str, dict[str, Any]]:
-    """Paired Wilcoxon signed-rank tests of two runs over their common cases, Holm-corrected.
-
-    Returns per metric: ``n`` (cases with a finite value in both), ``mean_a``, ``mean_b``,
-    ``mean_diff`` and ``median_diff`` (a − b), ``statistic``, ``p_value``, ``p_holm`` (None when
-    untestable) and ``significant`` (p_holm < alpha). Cases are matched by ``case_id``.
-    """
-    from scipy.stats import wilcoxon
-
-    a, b = _frame(rows_a), _frame(rows_b)
-    for name, frame in (("rows_a", a), ("rows_b", b)):
-        if len(frame) and "case_id" not in frame.columns:
-            raise DataError(f"paired_comparison: {name} have no case_id column to match cases")
-    if not len(a) or not len(b):
-        common: list[str] = []
-    else:
-        a, b = a.drop_duplicates("case_id"), b.drop_duplicates("case_id")
-        a.index, b.index = a["case_id"].astype(str), b["case_id"].astype(str)
-        common = sorted(set(a.index) & set(b.index))
-    results: dict[str, dict[str, Any]] = {}
-    for metric in metrics:
-        x = _numeric(a.loc[common], metric) if common else np.zeros(0)
-        y = _numeric(b.loc[common], metric) if common else np.zeros(0)
-        ok = np.isfinite(x) & np.isfinite(y)
-        x, y = x[ok], y[ok]
-        diff = x - y
-        res: dict[str, Any] = {
-            "n": int(len(x)),
-            "mean_a": float(x.mean()) if len(x) else None,
-            "mean_b": float(y.mean()) if len(y) else None,
-            "mean_diff": float(diff.mean()) if len(x) else None,
-            "median_diff": float(np.median(diff)) if len(x) else None,
-            "statistic": None,
-            "p_value": None,
-        }
-        if len(x) and np.all(diff == 0):
-            res["statistic"], res["p_value"] = 0.0, 1.0  # identical: no evidence of a difference
-        elif len(x):
-            test = _quietly(wilcoxon, x, y, alternative="two-sided")
-            if test is not None and np.isfinite(test.pvalue):
-                res["statistic"], res["p_value"] = float(test.statistic), float(test.pvalue)
-        results[metric] = res
-    tested = [m for m in metrics if results[m]["p_value"] is not None]
-    adjusted = holm([results[m]["p_value"] for m in tested]) if tested else []
-    for metric in metrics:
-        results[metric]["p_holm"] = None
-        results[metric]["significant"] = False
-    for metric, p in zip(tested, adjusted):
-        results[metric]["p_holm"] = p
-        results[metric]["significant"] = bool(p < alpha)
-    return results

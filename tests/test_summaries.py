@@ -1,4 +1,4 @@
-"""Run statistics against scikit-learn/scipy and the hand-checked numbers of metrics.md §11–12."""
+"""Run summaries against scikit-learn/scipy and the hand-checked numbers of metrics.md §11–12."""
 
 from __future__ import annotations
 
@@ -11,14 +11,8 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from avnbench.errors import DataError
-from avnbench.evaluation.statistics import (
-    _auc_rows,
-    _confusion_rows,
-    _kappa_from_confusion,
-    _pearson_rows,
-    holm,
+from avnbench.evaluation.summaries import (
     ordinal_agreement,
-    paired_comparison,
     summarize_classification,
     summarize_segmentation,
 )
@@ -160,55 +154,3 @@ def test_degenerate_inputs_leave_metrics_out_with_a_note():
     assert one.metrics["dice_vital"] == segmentation_rows(1)[0]["dice_vital"]
     assert all(math.isfinite(v) for v in one.metrics.values())
     assert any("2+ cases" in n for n in one.notes)
-
-
-def test_bootstrap_forms_match_the_libraries():
-    rng = np.random.default_rng(8)
-    ref, pred = rng.integers(0, 4, size=(50, 30)), rng.integers(0, 4, size=(50, 30))
-    cm = _confusion_rows(ref, pred, 4)
-    for weights in (None, "linear", "quadratic"):
-        ours = _kappa_from_confusion(cm, weights)
-        for b in range(0, 50, 7):
-            expected = cohen_kappa_score(ref[b], pred[b], labels=[0, 1, 2, 3], weights=weights)
-            assert ours[b] == pytest.approx(expected, abs=1e-12)
-    x, y = rng.normal(size=(20, 15)), rng.normal(size=(20, 15))
-    x[0, :3] = np.nan
-    r = _pearson_rows(x, y)
-    assert r[1] == pytest.approx(np.corrcoef(x[1], y[1])[0, 1])
-    assert r[0] == pytest.approx(np.corrcoef(x[0, 3:], y[0, 3:])[0, 1])
-    assert np.isnan(_pearson_rows(np.ones((1, 5)), y[:1, :5])[0])
-    # metrics.md §12 T6 cumulative AUC: necrosis ratio scores for A vs ≥B and ≤B vs C
-    scores = np.array([[.05, .10, .14, .20, .16, .25, .12, .40, .33, .28]])
-    grades = np.array([T6_TRUE])
-    assert _auc_rows(grades >= 1, scores)[0] == pytest.approx(0.875)
-    assert _auc_rows(grades >= 2, scores)[0] == pytest.approx(1.0)
-    tied = np.array([[0.1, 0.5, 0.5, 0.9, 0.5]])
-    labels = np.array([[0, 1, 0, 1, 1]], dtype=bool)
-    assert _auc_rows(labels, tied)[0] == pytest.approx(roc_auc_score(labels[0], tied[0]))
-
-
-def test_holm_by_hand():
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-
-
-def test_paired_comparison_matches_scipy_wilcoxon():
-    rng = np.random.default_rng(11)
-    a = [{"case_id": f"c{i}", "dice": float(v), "assd": float(w)}
-         for i, (v, w) in enumerate(zip(rng.uniform(0.7, 0.9, 15), rng.uniform(0, 2, 15)))]
-    b = [dict(r, dice=r["dice"] + 0.05 + 0.01 * rng.normal(), assd=r["assd"]) for r in a]
-    b = list(reversed(b)) + [{"case_id": "extra", "dice": 0.1, "assd": 9.0}]  # order, extra case
-    b[0]["dice"] = float("nan")  # left out of that metric's pairs
-    result = paired_comparison(a, b, ["dice", "assd"])
-    x = np.array([r["dice"] for r in a])[:-1]
-    pairs = {r["case_id"]: r["dice"] for r in b}
-    y = np.array([pairs[r["case_id"]] for r in a[:-1]])
-    expected = stats.wilcoxon(x, y)
-    assert result["dice"]["n"] == 14
-    assert result["dice"]["p_value"] == pytest.approx(expected.pvalue)
-    assert result["dice"]["mean_diff"] == pytest.approx((x - y).mean())
-    assert result["assd"]["p_value"] == 1.0 and result["assd"]["n"] == 15  # identical values
-    assert result["dice"]["p_holm"] == pytest.approx(min(1.0, 2 * expected.pvalue))
-    assert result["dice"]["significant"] and not result["assd"]["significant"]
-    empty = paired_comparison(a, [], ["dice"])
-    assert empty["dice"]["n"] == 0 and empty["dice"]["p_holm"] is None
