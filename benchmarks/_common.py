@@ -73,7 +73,7 @@ def mean_dice(predictions, refs, regions=REGIONS) -> dict[str, float]:
     """Mean Dice per region (vital, necrosis, head) over the cases; NaN (both empty) skipped."""
     import numpy as np
 
-    from avnbench.evaluation.scoring import dice
+    from avnbench.evaluation.surface import dice
 
     return {
         name: float(np.nanmean([dice(select(p.labels), select(r)) for p, r in zip(predictions, refs)]))

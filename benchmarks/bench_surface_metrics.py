@@ -3,7 +3,7 @@
 For each label (femoral head, necrosis) of an 80×160×160 pair at 1.0×0.44×0.44 mm it times
 ASSD + HD95 + NSD@1mm together:
 
-- avnbench: ``avnbench.evaluation.scoring.surface_metrics`` (one computation for all three);
+- avnbench: ``avnbench.evaluation.surface.surface_metrics`` (one computation for all three);
 - MONAI: ``compute_average_surface_distance(symmetric=True)`` + ``compute_hausdorff_distance(
   percentile=95)`` + ``compute_surface_dice(use_subvoxels=False)``,
 
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from avnbench.evaluation.scoring import surface_metrics
+from avnbench.evaluation.surface import surface_metrics
 
 SHAPE = (80, 160, 160)
 SPACING = (1.0, 0.44, 0.44)  # mm, array order (z, y, x)

@@ -28,7 +28,7 @@ def test_learned_thresholds_are_ordered(tiny_dataset, tmp_path):
 
 
 def test_segmentation_overlaps_reference(tiny_dataset, tmp_path):
-    from avnbench.evaluation.scoring import dice
+    from avnbench.evaluation.surface import dice
     from avnbench.data.splits import read_splits
 
     folds, _ = read_splits(tiny_dataset)
