@@ -13,7 +13,7 @@ import functools
 import hashlib
 import json
 import subprocess
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -197,7 +197,8 @@ def load_finished(job: FoldJob, warn: Callable[[str], None] | None = None) -> Fo
         say(f"{path} was changed after it was written (its digest does not match); recomputing fold {job.fold}")
         return None
     wanted, recorded = FoldInputs.of(job).model_dump(), result.inputs().model_dump()
-    changed = [name for name in wanted if wanted[name] != recorded[name]]
+    # the run key differs whenever anything else does: name the specific input first
+    changed = sorted((n for n in wanted if wanted[n] != recorded[n]), key=lambda n: n == "run_key")
     if changed:
         name = changed[0]
         say(
@@ -241,8 +242,11 @@ def _predict_error(method: str, e: Exception) -> PluginError:
     )
 
 
-def check_prediction(method: str, task: str, prediction: object, case: Case) -> None:
-    """A PluginError unless ``prediction`` is the right type, for ``case``, on its grid, in {0, 1, 2}."""
+def check_prediction(
+    method: str, task: str, prediction: object, case: Case, classes: Sequence[str] | None = None
+) -> None:
+    """A PluginError unless ``prediction`` is the right type, for ``case``, and well formed: a
+    label map on the case's grid in {0, 1, 2}, or one probability per class of ``classes``."""
     expected = SegmentationPrediction if task == "segmentation" else ClassificationPrediction
     if not isinstance(prediction, expected):
         raise PluginError(f"method {method!r} ({task}) yielded {type(prediction).__name__}, not {expected.__name__}")
@@ -260,6 +264,12 @@ def check_prediction(method: str, task: str, prediction: object, case: Case) -> 
         if not np.issubdtype(labels.dtype, np.integer) or labels.size and (labels.min() < 0 or labels.max() > 2):
             raise PluginError(
                 f"method {method!r}: case {case.case_id} label map must be integers in {{0, 1, 2}}"
+            )
+    if isinstance(prediction, ClassificationPrediction) and classes is not None:
+        if np.shape(prediction.probabilities) != (len(classes),):
+            raise PluginError(
+                f"method {method!r}: case {case.case_id} has {np.size(prediction.probabilities)} "
+                f"probabilities for its {len(classes)} classes {list(classes)}"
             )
 
 

@@ -203,7 +203,7 @@ def method_for_fit(cls: type[Method], job: FoldJob, dataset: Dataset) -> Method:
     method.context = JobContext(
         dataset_dir=dataset.root,
         dataset_name=dataset.name,
-        dataset_fingerprint=dataset.fingerprint,
+        dataset_fingerprint=job.dataset_fingerprint,
         splits_file=job.splits_file,
         split_hash=job.split_hash,
         fold=job.fold,
@@ -268,7 +268,7 @@ def run_fold_job(
             predict_seconds += time.perf_counter() - t0
             if prediction is _END:
                 raise PluginError(f"method {job.method!r} yielded {i} predictions for {len(val_cases)} cases")
-            check_prediction(job.method, entry.card.task, prediction, case)
+            check_prediction(job.method, entry.card.task, prediction, case, entry.card.classes)
             pred_io.save_prediction(prediction, case, job.job_dir / PREDICTIONS_DIR)
             row = score_prediction(prediction, case, entry.card.classes)
             row.update(case_id=case.case_id, patient_id=case.patient_id, fold=job.fold)

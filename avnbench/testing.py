@@ -59,26 +59,29 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return make_tiny_dataset(tmp_path_factory.mktemp("avnbench-tiny") / "phantom")
 
 
-class _OneMethodPlugin:
-    """A plugin registering a single method class (the conformance kit's registry)."""
+class _MethodsPlugin:
+    """A plugin registering the given method classes (the conformance kit's registry)."""
 
-    def __init__(self, method_cls: type[Method]):
-        self.method_cls = method_cls
-        self.__name__ = f"conformance-{getattr(getattr(method_cls, 'card', None), 'name', method_cls.__name__)}"
+    def __init__(self, method_classes: Sequence[type[Method]]):
+        self.method_classes = tuple(method_classes)
+        names = [getattr(getattr(c, "card", None), "name", c.__name__) for c in self.method_classes]
+        self.__name__ = "conformance:" + ",".join(names)
 
     @hookimpl
     def avnbench_register_methods(self, register):
-        register(self.method_cls)
+        for method_cls in self.method_classes:
+            register(method_cls)
 
 
-def registry_of(method_cls: type[Method]):
-    """A registry holding just ``method_cls``; a class the registry refuses is a PluginError."""
+def registry_of(*method_classes: type[Method]):
+    """A registry holding just these method classes (no installed plugin); a class the registry
+    refuses is a PluginError."""
     from avnbench.plugins import load_registry
 
-    plugin = _OneMethodPlugin(method_cls)
+    plugin = _MethodsPlugin(method_classes)
     registry = load_registry(extra_plugins=(plugin,), use_entry_points=False)
     if plugin.__name__ in registry.failures:
-        raise PluginError(f"{method_cls.__name__} cannot be registered: {registry.failures[plugin.__name__]}")
+        raise PluginError(f"{plugin.__name__} cannot be registered: {registry.failures[plugin.__name__]}")
     return registry
 
 
