@@ -349,34 +349,38 @@ def cost_metrics(results: Sequence[FoldResult]) -> dict[str, float]:
 
 
 def order_methods(names: Sequence[str], registry: Registry) -> list[str]:
-    """``names`` with every method after the methods its card ``builds_on`` (an ensemble after
-    its members); otherwise in the given order. Only the given names are returned: a member not
-    among them is the method's own business (it may train it itself)."""
-    wanted, ordered, done, visiting = set(names), [], set(), []
+    """``names`` with every method after the methods its card ``builds_on`` (directly or through
+    others: an ensemble after its members), otherwise in the given order. Only the given names
+    are returned: a member not among them is the method's own business (it may train it itself).
+    A dependency cycle or an unregistered dependency is a ConfigError."""
+    needs: dict[str, set[str]] = {}  # every method a method builds on, transitively
 
-    def visit(name: str) -> None:
-        if name in done:
-            return
-        if name in visiting:
-            cycle = " -> ".join(visiting[visiting.index(name):] + [name])
+    def visit(name: str, path: list[str]) -> set[str]:
+        if name in path:
+            cycle = " -> ".join(path[path.index(name):] + [name])
             raise ConfigError(f"methods build on each other in a cycle ({cycle}); fix their cards' builds_on")
-        visiting.append(name)
-        for member in registry.get(name).card.builds_on:
-            try:
-                registry.get(member)
-            except ConfigError:
-                raise ConfigError(
-                    f"method {name!r} builds on {member!r}, which is not registered; install the plugin "
-                    "that provides it (avnbench methods lists the registered ones)"
-                ) from None
-            visit(member)
-        visiting.pop()
-        done.add(name)
-        if name in wanted:
-            ordered.append(name)
+        if name not in needs:
+            found: set[str] = set()
+            for member in registry.get(name).card.builds_on:
+                try:
+                    registry.get(member)
+                except ConfigError:
+                    raise ConfigError(
+                        f"method {name!r} builds on {member!r}, which is not registered; install the "
+                        "plugin that provides it (avnbench methods lists the registered ones)"
+                    ) from None
+                found |= {member} | visit(member, path + [name])
+            needs[name] = found
+        return needs[name]
 
     for name in names:
-        visit(name)
+        visit(name, [])
+    ordered: list[str] = []
+    pending = list(dict.fromkeys(names))
+    while pending:  # the first method whose invoked dependencies have all been placed
+        ready = next(n for n in pending if not (needs[n] & set(pending)))
+        ordered.append(ready)
+        pending.remove(ready)
     return ordered
 
 
