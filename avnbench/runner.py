@@ -2,18 +2,20 @@
 
 Every (method, fold) pair is an independent :class:`FoldJob` (plain data in, a folder and a
 :class:`FoldResult` out), so the same jobs can later be handed to a distributed engine without
-changing plugins. :func:`run_benchmark` orchestrates them: it resolves the method and split, runs
-the jobs that have not finished yet (a finished job leaves ``result.json`` in its folder, so an
-interrupted run resumes), and hands everything to a tracker (MLflow, :mod:`avnbench.reporting.tracking`).
+changing plugins. :func:`plan_fold_jobs` makes the jobs, :func:`run_fold_job` runs one: the only
+fold path, used by :func:`run_benchmark`, the conformance kit (:mod:`avnbench.testing`) and the
+benchmarks. :func:`run_benchmark` runs the jobs that have not finished yet (a finished job leaves
+``result.json`` in its folder, so an interrupted run resumes), holding a lock on the work folder,
+and hands everything to a tracker (MLflow, :mod:`avnbench.reporting.tracking`).
 The runner never prints: it reports progress through a callback.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +23,21 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from avnbench.data.dataset import Case, Dataset, load_dataset
+from avnbench.data.splits import SplitsMeta, carve_validation, ensure_splits
 from avnbench.errors import ConfigError, PluginError
+from avnbench.jobs import (  # noqa: F401  (re-exported: the runner's public names)
+    RESULT_FILE,
+    CodeVersions,
+    FoldInputs,
+    FoldJob,
+    FoldResult,
+    check_prediction,
+    code_versions,
+    guarded_predictions,
+    load_finished,
+    run_key_for,
+    save_result,
+)
 from avnbench.methods import (
     ClassificationPrediction,
     JobContext,
@@ -30,54 +46,28 @@ from avnbench.methods import (
     TrainingLog,
 )
 from avnbench.plugins import Registry, load_registry
-from avnbench.data.splits import carve_validation, ensure_splits
+from avnbench.workfolder import (  # noqa: F401  (re-exported)
+    INPUTS_DIR,
+    LOCK_FILE,
+    job_dir_for,
+    shared_dir_for,
+    stage_predict_cases,
+    work_folder_lock,
+)
 
 VALIDATION_FRACTION = 0.2
-RESULT_FILE = "result.json"
+PREDICTIONS_DIR = "predictions"
+_END = object()  # marks an exhausted prediction iterator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FoldJob(_Strict):
-    """Everything one (method, fold) job needs; serialisable, so it can run anywhere."""
-
-    method: str
-    preset: str
-    config: dict[str, Any]
-    dataset_dir: Path
-    fold: int
-    train_ids: list[str]
-    val_ids: list[str]
-    device: Literal["cpu", "cuda"]
-    job_dir: Path
-    shared_dir: Path
-    split_hash: str
-    splits_file: Path
-    run_key: str
-    seed: int
-
-
-class FoldResult(_Strict):
-    """What a finished job leaves in ``job_dir/result.json``."""
-
-    run_key: str
-    fold: int
-    rows: list[dict[str, Any]]
-    fit_seconds: float
-    predict_seconds: float
-    n_cases: int
-    internal_val_ids: list[str]
-
-    @property
-    def predict_seconds_per_case(self) -> float:
-        return self.predict_seconds / max(self.n_cases, 1)
-
-
 class RunEvent(_Strict):
     """A progress report: ``kind`` is one of run_started, fold_started, fold_skipped, fitting,
-    fitted, case_predicted, fold_finished, scoring, run_finished."""
+    fitted, case_predicted, fold_finished, scoring, run_finished, or warning (``message`` is
+    then one line for the user, e.g. why a saved fold result was not reused)."""
 
     kind: str
     method: str
@@ -88,6 +78,7 @@ class RunEvent(_Strict):
 
 
 ProgressCallback = Callable[[RunEvent], None]
+PredictionCallback = Callable[[SegmentationPrediction | ClassificationPrediction, Case], None]
 
 
 class RunResult(_Strict):
@@ -123,64 +114,96 @@ def resolve_device(device: str) -> Literal["cpu", "cuda"]:
     return "cuda" if has_cuda else "cpu"
 
 
-def run_key_for(method: str, preset: str, config: dict[str, Any], fingerprint: str, split_hash: str) -> str:
-    """A short hash naming one (method, resolved config, dataset, split) combination."""
-    blob = json.dumps([method, preset, config, fingerprint, split_hash], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+# --- planning: the one way a fold job is made -------------------------------------------------
 
 
-def job_dir_for(workdir: Path, dataset_name: str, method: str, preset: str, fold: int) -> Path:
-    """``<workdir>/<dataset>/<method>/<preset>/fold_<k>``."""
-    return Path(workdir) / dataset_name / method / preset / f"fold_{fold}"
+@dataclass(frozen=True)
+class RunPlan:
+    """The jobs of one method on one dataset, and what they were planned from."""
+
+    entry: Any  # the registry's RegisteredMethod
+    dataset: Dataset
+    split_meta: SplitsMeta
+    config: dict[str, Any]
+    device: Literal["cpu", "cuda"]
+    run_key: str
+    folds: list[int]
+    jobs: list[FoldJob]
 
 
-def shared_dir_for(workdir: Path, dataset_name: str) -> Path:
-    """Folder shared by all jobs on one dataset within a work folder."""
-    return Path(workdir) / dataset_name / "_shared"
+def plan_fold_jobs(
+    method: str,
+    dataset_dir: Path,
+    workdir: Path,
+    preset: str = "quick",
+    folds: Sequence[int] | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    registry: Registry | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> RunPlan:
+    """The :class:`FoldJob` of each selected fold (all when ``folds`` is None).
 
-
-def without_labels(cases: Sequence[Case]) -> list[Case]:
-    """The cases as ``predict`` sees them: no access to reference labels."""
-    return [c.model_copy(update={"label_path": None}) for c in cases]
-
-
-def load_finished(job: FoldJob) -> FoldResult | None:
-    """The job's result if it finished before with the same run key, else None."""
-    path = job.job_dir / RESULT_FILE
-    if not path.exists():
-        return None
-    try:
-        result = FoldResult.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-    return result if result.run_key == job.run_key else None
-
-
-def run_fold_job(
-    job: FoldJob, registry: Registry | None = None, progress: ProgressCallback | None = None
-) -> FoldResult:
-    """Fit on the fold's training cases, predict its validation cases, save and score them."""
-    from avnbench.data import predictions as pred_io
-
+    A dataset without a split gets one with 5 folds. ``config_overrides`` are applied on top of
+    the preset (the conformance kit's keyword arguments); ``seed`` seeds the method and the
+    internal validation carve.
+    """
     registry = registry or load_registry()
-    entry = registry.get(job.method)
-    dataset = load_dataset(job.dataset_dir)
-    emit = progress or (lambda e: None)
+    entry = registry.get(method)
+    dataset = load_dataset(dataset_dir)
+    fold_list, split_meta = ensure_splits(dataset, seed=0)
+    selected = list(range(len(fold_list))) if folds is None else sorted(set(folds))
+    bad = [k for k in selected if not 0 <= k < len(fold_list)]
+    if bad:
+        raise ConfigError(f"fold(s) {bad} do not exist; the split has folds 0..{len(fold_list) - 1}")
+    config = entry.cls.Config.preset(preset, seed=seed, **(config_overrides or {}))
+    config_dict = config.model_dump(mode="json")
+    dev = resolve_device(device)
+    code = code_versions(entry)
+    key = run_key_for(method, preset, config_dict, dataset.fingerprint, split_meta.sha256, code)
+    jobs = [
+        FoldJob(
+            method=method,
+            preset=preset,
+            config=config_dict,
+            dataset_dir=dataset.root.resolve(),
+            dataset_fingerprint=dataset.fingerprint,
+            fold=k,
+            train_ids=fold_list[k].train,
+            val_ids=fold_list[k].val,
+            device=dev,
+            job_dir=job_dir_for(workdir, dataset.name, method, preset, k).resolve(),
+            shared_dir=shared_dir_for(workdir, dataset.name).resolve(),
+            split_hash=split_meta.sha256,
+            splits_file=dataset.splits_path.resolve(),
+            run_key=key,
+            seed=seed,
+            **code.model_dump(),
+        )
+        for k in selected
+    ]
+    return RunPlan(entry, dataset, split_meta, config_dict, dev, key, selected, jobs)
 
-    train_all = dataset.subset(job.train_ids)
-    fit_train, fit_val = carve_validation(train_all, VALIDATION_FRACTION, seed=job.seed + job.fold)
+
+def fold_cases(job: FoldJob, dataset: Dataset) -> tuple[list[Case], list[Case], list[Case]]:
+    """The job's ``(fit_train, fit_val, val_cases)``: ``fit`` gets the first two, carved by
+    patient out of the fold's training cases (seed ``seed + fold``); ``predict`` the third."""
+    fit_train, fit_val = carve_validation(
+        dataset.subset(job.train_ids), VALIDATION_FRACTION, seed=job.seed + job.fold
+    )
     val_cases = dataset.subset(job.val_ids)
-    if set(c.case_id for c in fit_train + fit_val) & set(job.val_ids):
+    if {c.case_id for c in fit_train + fit_val} & set(job.val_ids):
         raise PluginError("internal error: a validation case reached training")  # defensive
+    return fit_train, fit_val, val_cases
 
-    job.job_dir.mkdir(parents=True, exist_ok=True)
-    (job.job_dir / RESULT_FILE).unlink(missing_ok=True)
-    config = entry.cls.Config.model_validate(job.config)
-    method: Method = entry.cls(config)
+
+def method_for_fit(cls: type[Method], job: FoldJob, dataset: Dataset) -> Method:
+    """An instance of ``cls`` with the job's config, :class:`JobContext` and training log."""
+    method = cls(cls.Config.model_validate(job.config))
     method.context = JobContext(
         dataset_dir=dataset.root,
         dataset_name=dataset.name,
-        dataset_fingerprint=dataset.fingerprint,
+        dataset_fingerprint=job.dataset_fingerprint,
         splits_file=job.splits_file,
         split_hash=job.split_hash,
         fold=job.fold,
@@ -189,63 +212,85 @@ def run_fold_job(
         shared_dir=job.shared_dir,
     )
     method.log = TrainingLog(job.job_dir)
+    return method
 
+
+def method_for_predict(cls: type[Method], job: FoldJob) -> Method:
+    """A fresh instance for ``predict``: the job's config and log, no context (so no dataset
+    folder, split or shared folder); it must rely on what ``fit`` left in the job folder."""
+    method = cls(cls.Config.model_validate(job.config))
+    method.log = TrainingLog(job.job_dir)
+    return method
+
+
+# --- running one fold -------------------------------------------------------------------------
+
+
+def run_fold_job(
+    job: FoldJob,
+    registry: Registry | None = None,
+    progress: ProgressCallback | None = None,
+    on_prediction: PredictionCallback | None = None,
+) -> FoldResult:
+    """Fit on the fold's training cases, predict its validation cases, save and score them.
+
+    ``fit`` runs on one instance; ``predict`` on a fresh one without context, on sealed
+    :class:`PredictCase` cases; scoring uses the full cases here. A method that breaks the
+    protocol raises :class:`PluginError` and leaves no ``result.json``. ``on_prediction`` gets
+    every checked prediction with its case (the conformance kit keeps them).
+    """
+    from avnbench.data import predictions as pred_io
+
+    registry = registry or load_registry()
+    entry = registry.get(job.method)
+    dataset = load_dataset(job.dataset_dir)
+    emit = progress or (lambda e: None)
+    fit_train, fit_val, val_cases = fold_cases(job, dataset)
+
+    job.job_dir.mkdir(parents=True, exist_ok=True)
+    (job.job_dir / RESULT_FILE).unlink(missing_ok=True)
+    trainer = method_for_fit(entry.cls, job, dataset)
     emit(RunEvent(kind="fitting", method=job.method, fold=job.fold, total=len(val_cases)))
     t0 = time.perf_counter()
-    method.fit(fit_train, fit_val, job.job_dir, job.device)
+    trainer.fit(fit_train, fit_val, job.job_dir, job.device)
     fit_seconds = time.perf_counter() - t0
     emit(RunEvent(kind="fitted", method=job.method, fold=job.fold, message=f"{fit_seconds:.1f}s"))
 
+    predictor = method_for_predict(entry.cls, job)
+    sealed = stage_predict_cases(job, val_cases, entry.card.uses_landmarks)
     rows: list[dict[str, Any]] = []
     predict_seconds = 0.0
-    iterator = iter(method.predict(without_labels(val_cases), job.job_dir, job.device))
-    for i, case in enumerate(val_cases):
-        t0 = time.perf_counter()
-        try:
-            prediction = next(iterator)
-        except StopIteration:
-            raise PluginError(
-                f"method {job.method!r} yielded {i} predictions for {len(val_cases)} cases"
-            ) from None
-        predict_seconds += time.perf_counter() - t0
-        _check_prediction(job.method, entry.card.task, prediction, case)
-        pred_io.save_prediction(prediction, case, job.job_dir / "predictions")
-        row = score_prediction(prediction, case, entry.card.classes)
-        row.update(case_id=case.case_id, patient_id=case.patient_id, fold=job.fold)
-        rows.append(row)
-        emit(RunEvent(kind="case_predicted", method=job.method, fold=job.fold, done=i + 1, total=len(val_cases)))
-    if next(iterator, None) is not None:
-        raise PluginError(f"method {job.method!r} yielded more predictions than cases")
+    try:
+        iterator = guarded_predictions(job.method, lambda: predictor.predict(sealed, job.job_dir, job.device))
+        for i, case in enumerate(val_cases):
+            t0 = time.perf_counter()
+            prediction = next(iterator, _END)
+            predict_seconds += time.perf_counter() - t0
+            if prediction is _END:
+                raise PluginError(f"method {job.method!r} yielded {i} predictions for {len(val_cases)} cases")
+            check_prediction(job.method, entry.card.task, prediction, case, entry.card.classes)
+            pred_io.save_prediction(prediction, case, job.job_dir / PREDICTIONS_DIR)
+            row = score_prediction(prediction, case, entry.card.classes)
+            row.update(case_id=case.case_id, patient_id=case.patient_id, fold=job.fold)
+            rows.append(row)
+            if on_prediction is not None:
+                on_prediction(prediction, case)
+            emit(RunEvent(kind="case_predicted", method=job.method, fold=job.fold, done=i + 1, total=len(val_cases)))
+        if next(iterator, _END) is not _END:
+            raise PluginError(f"method {job.method!r} yielded more predictions than its {len(val_cases)} cases")
+    finally:
+        shutil.rmtree(job.job_dir / INPUTS_DIR, ignore_errors=True)
 
     result = FoldResult(
-        run_key=job.run_key,
-        fold=job.fold,
+        **FoldInputs.of(job).model_dump(),
         rows=rows,
         fit_seconds=fit_seconds,
         predict_seconds=predict_seconds,
         n_cases=len(val_cases),
         internal_val_ids=[c.case_id for c in fit_val],
     )
-    # Written last and atomically: its presence is what marks the fold as finished.
-    tmp = job.job_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(result.model_dump_json(indent=1), encoding="utf-8")
-    tmp.replace(job.job_dir / RESULT_FILE)
-    return result
-
-
-def _check_prediction(method: str, task: str, prediction: object, case: Case) -> None:
-    expected = SegmentationPrediction if task == "segmentation" else ClassificationPrediction
-    if not isinstance(prediction, expected):
-        raise PluginError(f"method {method!r} ({task}) yielded {type(prediction).__name__}")
-    if prediction.case_id != case.case_id:
-        raise PluginError(
-            f"method {method!r} yielded case {prediction.case_id!r} where {case.case_id!r} was expected"
-        )
-    if isinstance(prediction, SegmentationPrediction) and prediction.labels.shape != case.meta.geometry.shape_zyx:
-        raise PluginError(
-            f"method {method!r}: case {case.case_id} label map shape {prediction.labels.shape} "
-            f"!= image shape {case.meta.geometry.shape_zyx}"
-        )
+    save_result(result, job.job_dir)
+    return result.sealed()
 
 
 def score_prediction(
@@ -300,6 +345,52 @@ def cost_metrics(results: Sequence[FoldResult]) -> dict[str, float]:
     }
 
 
+# --- ordering by declaration ---------------------------------------------------------------------
+
+
+def order_methods(names: Sequence[str], registry: Registry) -> list[str]:
+    """``names`` with every method after the methods its card ``builds_on`` (directly or through
+    others: an ensemble after its members), otherwise in the given order. Only the given names
+    are returned: a member not among them is the method's own business (it may train it itself).
+    A dependency cycle or an unregistered dependency is a ConfigError."""
+    needs: dict[str, set[str]] = {}  # every method a method builds on, transitively
+
+    def visit(name: str, path: list[str]) -> set[str]:
+        if name in path:
+            cycle = " -> ".join(path[path.index(name):] + [name])
+            raise ConfigError(f"methods build on each other in a cycle ({cycle}); fix their cards' builds_on")
+        if name not in needs:
+            found: set[str] = set()
+            for member in registry.get(name).card.builds_on:
+                try:
+                    registry.get(member)
+                except ConfigError:
+                    raise ConfigError(
+                        f"method {name!r} builds on {member!r}, which is not registered; install the "
+                        "plugin that provides it (avnbench methods lists the registered ones)"
+                    ) from None
+                found |= {member} | visit(member, path + [name])
+            needs[name] = found
+        return needs[name]
+
+    for name in names:
+        visit(name, [])
+    ordered: list[str] = []
+    pending = list(dict.fromkeys(names))
+    while pending:  # the first method whose invoked dependencies have all been placed
+        ready = next(n for n in pending if not (needs[n] & set(pending)))
+        ordered.append(ready)
+        pending.remove(ready)
+    return ordered
+
+
+def _warner(emit: ProgressCallback, method: str, fold: int) -> Callable[[str], None]:
+    return lambda message: emit(RunEvent(kind="warning", method=method, fold=fold, message=message))
+
+
+# --- a whole run ------------------------------------------------------------------------------
+
+
 def run_benchmark(
     method: str,
     dataset_dir: Path,
@@ -318,7 +409,8 @@ def run_benchmark(
     Args:
         method: registered method name.
         dataset_dir: an avnbench dataset folder (a split with 5 folds is made if it has none).
-        workdir: folder for every job's files (``<workdir>/<dataset>/<method>/<preset>/fold_<k>``).
+        workdir: folder for every job's files (``<workdir>/<dataset>/<method>/<preset>/fold_<k>``);
+            locked for the whole run, so a second run on it is refused.
         preset: ``smoke``, ``quick`` or ``paper``.
         folds: fold indices to run; None runs all.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -328,38 +420,20 @@ def run_benchmark(
         n_bootstrap: bootstrap resamples for confidence intervals.
     """
     registry = registry or load_registry()
-    entry = registry.get(method)
     emit = progress or (lambda e: None)
-    dataset: Dataset = load_dataset(dataset_dir)
-    fold_list, split_meta = ensure_splits(dataset, seed=0)
-    selected = list(range(len(fold_list))) if folds is None else sorted(set(folds))
-    bad = [k for k in selected if not 0 <= k < len(fold_list)]
-    if bad:
-        raise ConfigError(f"fold(s) {bad} do not exist; the split has folds 0..{len(fold_list) - 1}")
-    config = entry.cls.Config.preset(preset, seed=seed)
-    config_dict = config.model_dump(mode="json")
-    dev = resolve_device(device)
-    key = run_key_for(method, preset, config_dict, dataset.fingerprint, split_meta.sha256)
+    # job planning (runner): the same jobs the conformance kit and the benchmarks run
+    plan = plan_fold_jobs(method, dataset_dir, workdir, preset, folds, device, seed, registry)
+    with work_folder_lock(workdir, plan.dataset.name):  # lock (runner): one run per work folder
+        return _run_planned(method, preset, seed, plan, tracker, registry, emit, n_bootstrap)
 
-    jobs = [
-        FoldJob(
-            method=method,
-            preset=preset,
-            config=config_dict,
-            dataset_dir=dataset.root.resolve(),
-            fold=k,
-            train_ids=fold_list[k].train,
-            val_ids=fold_list[k].val,
-            device=dev,
-            job_dir=job_dir_for(workdir, dataset.name, method, preset, k).resolve(),
-            shared_dir=shared_dir_for(workdir, dataset.name).resolve(),
-            split_hash=split_meta.sha256,
-            splits_file=dataset.splits_path.resolve(),
-            run_key=key,
-            seed=seed,
-        )
-        for k in selected
-    ]
+
+def _run_planned(
+    method: str, preset: str, seed: int, plan: RunPlan, tracker: Any, registry: Registry,
+    emit: ProgressCallback, n_bootstrap: int,
+) -> RunResult:
+    """:func:`run_benchmark` after planning, with the work folder locked."""
+    entry, dataset, split_meta, jobs = plan.entry, plan.dataset, plan.split_meta, plan.jobs
+    selected, config_dict, dev, key = plan.folds, plan.config, plan.device, plan.run_key
 
     handle = None
     if tracker is not None:
@@ -380,14 +454,14 @@ def run_benchmark(
     skipped: list[int] = []
     try:
         for job in jobs:
-            previous = load_finished(job)
+            previous = load_finished(job, warn=_warner(emit, method, job.fold))  # digest + inputs checked
             if previous is not None:
                 skipped.append(job.fold)
                 emit(RunEvent(kind="fold_skipped", method=method, fold=job.fold, total=len(job.val_ids)))
                 result = previous
             else:
                 emit(RunEvent(kind="fold_started", method=method, fold=job.fold, total=len(job.val_ids)))
-                result = run_fold_job(job, registry, progress)
+                result = run_fold_job(job, registry, emit)
             results.append(result)
             if handle is not None and not handle.fold_is_logged(job.fold):
                 fold_summary = summarize(result.rows, entry.card.task, entry.card.classes, 0, seed)

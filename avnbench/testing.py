@@ -8,6 +8,9 @@ A plugin's conformance test is three lines::
         check_method(MyMethod, tiny_dataset, tmp_path, preset="smoke")
 
 ``tiny_dataset`` is a session-wide 8-case phantom at 40×80×80 voxels with a 4-fold split.
+:func:`check_method` runs the method through the runner's own fold path
+(:func:`avnbench.runner.plan_fold_jobs` and :func:`avnbench.runner.run_fold_job`), so what passes
+here runs the same way in ``avnbench run``.
 """
 
 from __future__ import annotations
@@ -19,16 +22,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from avnbench import hookimpl
 from avnbench.data.dataset import Dataset, load_dataset
+from avnbench.errors import PluginError
 from avnbench.methods import (
     PRESETS,
     ClassificationPrediction,
-    JobContext,
     Method,
     MethodCard,
     MethodConfig,
     SegmentationPrediction,
-    TrainingLog,
 )
 
 TINY_SHAPE = (40, 80, 80)
@@ -56,23 +59,30 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return make_tiny_dataset(tmp_path_factory.mktemp("avnbench-tiny") / "phantom")
 
 
-def make_context(dataset: Dataset, fold: int, workdir: Path, preset: str, seed: int = 0) -> JobContext:
-    """The :class:`JobContext` the runner would give a method for this fold."""
-    from avnbench.runner import shared_dir_for
-    from avnbench.data.splits import read_splits
+class _MethodsPlugin:
+    """A plugin registering the given method classes (the conformance kit's registry)."""
 
-    _, meta = read_splits(dataset)
-    return JobContext(
-        dataset_dir=dataset.root,
-        dataset_name=dataset.name,
-        dataset_fingerprint=dataset.fingerprint,
-        splits_file=dataset.splits_path,
-        split_hash=meta.sha256,
-        fold=fold,
-        preset=preset,
-        seed=seed,
-        shared_dir=shared_dir_for(Path(workdir), dataset.name),
-    )
+    def __init__(self, method_classes: Sequence[type[Method]]):
+        self.method_classes = tuple(method_classes)
+        names = [getattr(getattr(c, "card", None), "name", c.__name__) for c in self.method_classes]
+        self.__name__ = "conformance:" + ",".join(names)
+
+    @hookimpl
+    def avnbench_register_methods(self, register):
+        for method_cls in self.method_classes:
+            register(method_cls)
+
+
+def registry_of(*method_classes: type[Method]):
+    """A registry holding just these method classes (no installed plugin); a class the registry
+    refuses is a PluginError."""
+    from avnbench.plugins import load_registry
+
+    plugin = _MethodsPlugin(method_classes)
+    registry = load_registry(extra_plugins=(plugin,), use_entry_points=False)
+    if plugin.__name__ in registry.failures:
+        raise PluginError(f"{plugin.__name__} cannot be registered: {registry.failures[plugin.__name__]}")
+    return registry
 
 
 def check_card(method_cls: type[Method]) -> None:
@@ -87,22 +97,26 @@ def check_card(method_cls: type[Method]) -> None:
         method_cls.Config.model_validate({"no_such_option_xyz": 1})
 
 
-def check_predictions(
-    method_cls: type[Method], predictions: Sequence[Any], cases: Sequence[Any]
-) -> None:
-    """One well-formed prediction per case, in order, on the cases' image grids."""
-    assert [p.case_id for p in predictions] == [c.case_id for c in cases], "one prediction per case, in order"
+def check_predictions(method_cls: type[Method], predictions: Sequence[Any], cases: Sequence[Any]) -> None:
+    """One well-formed prediction per case, in order, on the cases' image grids; else PluginError."""
+    name = method_cls.card.name
+    got, want = [p.case_id for p in predictions], [c.case_id for c in cases]
+    if got != want:
+        raise PluginError(f"method {name!r} predicted cases {got}, expected {want} (one per case, in order)")
     for p, c in zip(predictions, cases):
         if method_cls.card.task == "segmentation":
-            assert isinstance(p, SegmentationPrediction)
-            assert p.labels.shape == c.meta.geometry.shape_zyx
-            assert set(np.unique(p.labels).tolist()) <= {0, 1, 2}
-            if p.probabilities is not None:
-                assert np.all(np.isfinite(p.probabilities))
-                np.testing.assert_allclose(p.probabilities.sum(axis=0), 1.0, atol=1e-2)
-        else:
-            assert isinstance(p, ClassificationPrediction)
-            assert len(p.probabilities) == len(method_cls.card.classes)
+            if not isinstance(p, SegmentationPrediction) or p.labels.shape != c.meta.geometry.shape_zyx:
+                raise PluginError(f"method {name!r}: case {c.case_id} needs a label map of shape {c.meta.geometry.shape_zyx}")
+            if not set(np.unique(p.labels).tolist()) <= {0, 1, 2}:
+                raise PluginError(f"method {name!r}: case {c.case_id} has labels outside {{0, 1, 2}}")
+            if p.probabilities is not None and not (
+                np.all(np.isfinite(p.probabilities)) and np.allclose(p.probabilities.sum(axis=0), 1.0, atol=1e-2)
+            ):
+                raise PluginError(f"method {name!r}: case {c.case_id} probabilities must be finite and sum to 1")
+        elif not isinstance(p, ClassificationPrediction) or len(p.probabilities) != len(method_cls.card.classes):
+            raise PluginError(
+                f"method {name!r}: case {c.case_id} needs probabilities over {len(method_cls.card.classes)} classes"
+            )
 
 
 def check_method(
@@ -114,33 +128,25 @@ def check_method(
     device: str = "cpu",
     **config_overrides: Any,
 ) -> list[SegmentationPrediction | ClassificationPrediction]:
-    """Fit on a fold's training cases, predict its validation cases, and check everything.
+    """Run one fold of ``method_cls`` exactly as ``avnbench run`` does, and check everything.
 
-    Checks the card and presets, that ``fit`` sees no validation case of the fold, that ``predict``
-    works in a fresh instance from ``workdir`` alone without access to reference labels, and the
-    type, shape and values of every prediction. Returns the predictions.
+    Checks the card and presets; plans the fold's job with the runner (job folder
+    ``<workdir>/<dataset>/<method>/<preset>/fold_<k>``, internal validation carve, config =
+    preset + ``config_overrides``) and runs it with :func:`avnbench.runner.run_fold_job`: ``fit``
+    on the fold's training cases, ``predict`` on a fresh instance without context, on sealed
+    cases, then the runner's protocol checks, saving and scoring. A method that breaks the
+    protocol raises :class:`PluginError`. Returns the predictions, in case order.
     """
-    from avnbench.runner import VALIDATION_FRACTION, job_dir_for, without_labels
-    from avnbench.data.splits import carve_validation, read_splits
+    from avnbench.runner import plan_fold_jobs, run_fold_job
 
     check_card(method_cls)
-    folds, _ = read_splits(dataset)
-    train_all = dataset.subset(folds[fold].train)
-    val_cases = dataset.subset(folds[fold].val)
-    fit_train, fit_val = carve_validation(train_all, VALIDATION_FRACTION, seed=fold)
-    assert not {c.case_id for c in fit_train + fit_val} & {c.case_id for c in val_cases}
-
-    job_dir = job_dir_for(Path(workdir), dataset.name, method_cls.card.name, preset, fold)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    config = method_cls.Config.preset(preset, **config_overrides)
-    context = make_context(dataset, fold, workdir, preset, seed=config.seed)
-
-    trainer = method_cls(config)
-    trainer.context, trainer.log = context, TrainingLog(job_dir)
-    trainer.fit(fit_train, fit_val, job_dir, device)
-
-    predictor = method_cls(config)
-    predictor.context, predictor.log = context, TrainingLog(job_dir)
-    predictions = list(predictor.predict(without_labels(val_cases), job_dir, device))
-    check_predictions(method_cls, predictions, val_cases)
+    registry = registry_of(method_cls)
+    seed = config_overrides.pop("seed", 0)
+    plan = plan_fold_jobs(
+        method_cls.card.name, dataset.root, Path(workdir), preset=preset, folds=[fold], device=device,
+        seed=seed, registry=registry, config_overrides=config_overrides,
+    )  # fmt: skip
+    predictions: list[SegmentationPrediction | ClassificationPrediction] = []
+    run_fold_job(plan.jobs[0], registry, on_prediction=lambda prediction, case: predictions.append(prediction))
+    check_predictions(method_cls, predictions, plan.dataset.subset(plan.jobs[0].val_ids))
     return predictions

@@ -35,14 +35,13 @@ def method_bench_parser(description: str, fold_option: bool = True):
 REGIONS = (("vital", lambda a: a == 1), ("necrosis", lambda a: a == 2), ("head", lambda a: a > 0))
 
 
-def fold_cases(dataset, fold: int):
-    """The fold's (fit_train, fit_val, val_cases), carved the way the runner carves them."""
-    from avnbench.runner import VALIDATION_FRACTION
-    from avnbench.data.splits import carve_validation, ensure_splits
+def fold_job(method: str, dataset, fold: int, workdir: Path, preset: str, device: str):
+    """The runner's job for ``method`` on ``fold`` and its ``(fit_train, fit_val, val_cases)``,
+    planned and carved by the runner itself (``avnbench.runner.plan_fold_jobs`` / ``fold_cases``)."""
+    from avnbench.runner import fold_cases, plan_fold_jobs
 
-    folds, _ = ensure_splits(dataset)
-    fit_train, fit_val = carve_validation(dataset.subset(folds[fold].train), VALIDATION_FRACTION, seed=fold)
-    return fit_train, fit_val, dataset.subset(folds[fold].val)
+    job = plan_fold_jobs(method, dataset.root, workdir, preset=preset, folds=[fold], device=device).jobs[0]
+    return (job, *fold_cases(job, dataset))
 
 
 def describe_fold(dataset, fold: int, fit_train, fit_val, val_cases, preset: str, device: str) -> str:
@@ -51,21 +50,28 @@ def describe_fold(dataset, fold: int, fit_train, fit_val, val_cases, preset: str
             f"cases, {len(val_cases)} predicted; preset {preset}, device {device}")
 
 
-def timed_fit_predict(method, predictor, fit_train, fit_val, val_cases, job_dir: Path, device: str):
-    """Fit ``method``, predict the labels-hidden ``val_cases`` with a fresh ``predictor``, as the runner does.
+def timed_fit_predict(method_cls, job, dataset, fit_train, fit_val, val_cases):
+    """Fit ``method_cls`` and predict ``val_cases`` exactly as the runner does: ``fit`` on an
+    instance with the job's context and log, ``predict`` on a fresh one without context, on the
+    sealed cases with their images staged in the job folder.
 
     Returns ``(predictions, (fit s wall, fit s CPU), (predict s/case wall, predict s/case CPU))``.
     """
+    import shutil
     import time
 
-    from avnbench.runner import without_labels
+    from avnbench.runner import INPUTS_DIR, method_for_fit, method_for_predict, stage_predict_cases
 
+    method = method_for_fit(method_cls, job, dataset)
     wall, cpu = time.perf_counter(), time.process_time()
-    method.fit(fit_train, fit_val, job_dir, device)
+    method.fit(fit_train, fit_val, job.job_dir, job.device)
     fit = (time.perf_counter() - wall, time.process_time() - cpu)
+    sealed = stage_predict_cases(job, val_cases, method_cls.card.uses_landmarks)
+    predictor = method_for_predict(method_cls, job)
     wall, cpu = time.perf_counter(), time.process_time()
-    predictions = list(predictor.predict(without_labels(val_cases), job_dir, device))
+    predictions = list(predictor.predict(sealed, job.job_dir, job.device))
     predict = ((time.perf_counter() - wall) / len(val_cases), (time.process_time() - cpu) / len(val_cases))
+    shutil.rmtree(job.job_dir / INPUTS_DIR, ignore_errors=True)
     return predictions, fit, predict
 
 

@@ -20,31 +20,23 @@ import tempfile
 from pathlib import Path
 
 from avnbench.data.dataset import load_dataset
-from avnbench.methods import Method, TrainingLog
-from avnbench.runner import job_dir_for
 
 from _common import (  # benchmarks/ is on sys.path when a script runs
-    dataset_or_phantom, describe_fold, fold_cases, mean_dice, method_bench_parser, timed_fit_predict,
+    dataset_or_phantom, describe_fold, fold_job, mean_dice, method_bench_parser, timed_fit_predict,
 )
-
-def run_method(method_cls: type[Method], preset: str, fit_train, fit_val, val_cases, job_dir: Path, device: str):
-    method = method_cls.from_preset(preset)
-    method.log = TrainingLog(job_dir)
-    return timed_fit_predict(method, method_cls.from_preset(preset), fit_train, fit_val, val_cases, job_dir, device)
 
 
 def bench(data: Path, workdir: Path, preset: str, fold: int, device: str, baseline: bool) -> None:
     from avnbench_dynunet.method import DynUNetMethod
 
     dataset = load_dataset(data)
-    fit_train, fit_val, val_cases = fold_cases(dataset, fold)
+    job, fit_train, fit_val, val_cases = fold_job(DynUNetMethod.card.name, dataset, fold, workdir, preset, device)
     print(describe_fold(dataset, fold, fit_train, fit_val, val_cases, preset, device))
-    job_dir = job_dir_for(workdir, dataset.name, DynUNetMethod.card.name, preset, fold)
-    predictions, (fit_s, fit_cpu), (predict_s, predict_cpu) = run_method(
-        DynUNetMethod, preset, fit_train, fit_val, val_cases, job_dir, device
+    predictions, (fit_s, fit_cpu), (predict_s, predict_cpu) = timed_fit_predict(
+        DynUNetMethod, job, dataset, fit_train, fit_val, val_cases
     )
     refs = [c.label_array() for c in val_cases]
-    params = job_dir / "training_params.json"
+    params = job.job_dir / "training_params.json"
     print(f"fit               {fit_s:7.1f} s wall   {fit_cpu:7.1f} s CPU")
     print(f"predict per case  {predict_s:7.2f} s wall   {predict_cpu:7.2f} s CPU")
     print(f"fit + predict     {fit_s + predict_s * len(val_cases):7.1f} s wall for the fold")
@@ -53,8 +45,8 @@ def bench(data: Path, workdir: Path, preset: str, fold: int, device: str, baseli
     if baseline:
         from avnbench_threshold_baseline.method import ThresholdBaseline
 
-        base_dir = job_dir_for(workdir, dataset.name, ThresholdBaseline.card.name, "quick", fold)
-        base_predictions, _, _ = run_method(ThresholdBaseline, "quick", fit_train, fit_val, val_cases, base_dir, device)
+        base_job, *base_cases = fold_job(ThresholdBaseline.card.name, dataset, fold, workdir, "quick", device)
+        base_predictions, _, _ = timed_fit_predict(ThresholdBaseline, base_job, dataset, *base_cases)
         print("dice threshold    " + "  ".join(f"{k} {v:.3f}" for k, v in mean_dice(base_predictions, refs).items()))
     chosen = json.loads(params.read_text()) if params.exists() else {}
     print(f"chosen            {json.dumps(chosen, separators=(',', ':'))}")

@@ -28,29 +28,21 @@ import numpy as np
 
 from avnbench.data.dataset import load_dataset
 from avnbench.evaluation.localization import heatmap_top_decile_on_necrosis
-from avnbench.methods import TrainingLog
-from avnbench.runner import job_dir_for
 from avnbench.evaluation.slices import mid_coronal_slice
 from avnbench.data.splits import ensure_splits
 
 from _common import (  # benchmarks/ is on sys.path when a script runs
-    dataset_or_phantom, fold_cases, method_bench_parser, timed_fit_predict,
+    dataset_or_phantom, fold_job, method_bench_parser, timed_fit_predict,
 )
 
 
 def bench_fold(dataset, folds, fold: int, workdir: Path, preset: str, device: str) -> dict:
     from avnbench_jic_classifier.method import MODEL_FILE, JicClassifier
 
-    train_all = dataset.subset(folds[fold].train)
-    fit_train, fit_val, val_cases = fold_cases(dataset, fold)
-    job_dir = job_dir_for(workdir, dataset.name, JicClassifier.card.name, preset, fold)
-
-    method = JicClassifier.from_preset(preset)
-    method.log = TrainingLog(job_dir)
-    predictor = JicClassifier.from_preset(preset)
-    predictor.log = TrainingLog(job_dir)
+    job, fit_train, fit_val, val_cases = fold_job(JicClassifier.card.name, dataset, fold, workdir, preset, device)
+    train_all = dataset.subset(job.train_ids)
     predictions, (fit_wall, fit_cpu), (predict_wall, predict_cpu) = timed_fit_predict(
-        method, predictor, fit_train, fit_val, val_cases, job_dir, device
+        JicClassifier, job, dataset, fit_train, fit_val, val_cases
     )
 
     classes = JicClassifier.card.classes
@@ -62,7 +54,7 @@ def bench_fold(dataset, folds, fold: int, workdir: Path, preset: str, device: st
         heatmap_top_decile_on_necrosis(p.heatmap, mid_coronal_slice(c.label_array(), c.meta).array)
         for p, c in graded
     ]
-    selected = json.loads((job_dir / MODEL_FILE).read_text())["selected_epoch"]
+    selected = json.loads((job.job_dir / MODEL_FILE).read_text())["selected_epoch"]
     print(
         f"fold {fold}: {len(fit_train)} train + {len(fit_val)} internal val, {len(val_cases)} "
         f"predicted ({len(graded)} with a JIC type) | fit {fit_wall:.1f} s wall, {fit_cpu:.1f} s "

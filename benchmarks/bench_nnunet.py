@@ -22,12 +22,9 @@ from pathlib import Path
 
 
 from avnbench.data.dataset import load_dataset
-from avnbench.methods import JobContext, TrainingLog
-from avnbench.runner import job_dir_for, shared_dir_for
-from avnbench.data.splits import ensure_splits
 
 from _common import (  # benchmarks/ is on sys.path when a script runs
-    REGIONS, dataset_or_phantom, describe_fold, fold_cases, mean_dice, method_bench_parser, timed_fit_predict,
+    REGIONS, dataset_or_phantom, describe_fold, fold_job, mean_dice, method_bench_parser, timed_fit_predict,
 )
 
 
@@ -35,24 +32,14 @@ def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> Non
     from avnbench_nnunet.method import NnunetEnsemble, NnunetThreeD, NnunetTwoD
 
     dataset = load_dataset(data)
-    _, meta = ensure_splits(dataset)
-    fit_train, fit_val, val_cases = fold_cases(dataset, fold)
-    context = JobContext(
-        dataset_dir=dataset.root, dataset_name=dataset.name, dataset_fingerprint=dataset.fingerprint,
-        splits_file=dataset.splits_path, split_hash=meta.sha256, fold=fold, preset=preset, seed=0,
-        shared_dir=shared_dir_for(workdir, dataset.name).resolve(),
-    )
+    jobs = {cls: fold_job(cls.card.name, dataset, fold, workdir, preset, device) for cls in (NnunetTwoD, NnunetThreeD, NnunetEnsemble)}
+    _, fit_train, fit_val, val_cases = jobs[NnunetTwoD]
     print(describe_fold(dataset, fold, fit_train, fit_val, val_cases, preset, device))
     refs = [c.label_array() for c in val_cases]
-    for cls in (NnunetTwoD, NnunetThreeD, NnunetEnsemble):
-        method = cls.from_preset(preset)
-        job_dir = job_dir_for(workdir, dataset.name, cls.card.name, preset, fold)
-        method.context, method.log = context, TrainingLog(job_dir)
-        predictions, (fit_s, _), (predict_s, _) = timed_fit_predict(
-            method, cls.from_preset(preset), fit_train, fit_val, val_cases, job_dir, device
-        )
+    for cls, (job, *cases) in jobs.items():
+        predictions, (fit_s, _), (predict_s, _) = timed_fit_predict(cls, job, dataset, *cases)
         scores = mean_dice(predictions, refs, REGIONS[:2])
-        members = json.loads((job_dir / "nnunet_models.json").read_text())["members"]
+        members = json.loads((job.job_dir / "nnunet_models.json").read_text())["members"]
         reused = [m["configuration"] for m in members if not m["trained_now"]]
         self_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         child_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -61,7 +48,7 @@ def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> Non
               f"Dice vital {scores['vital']:.3f} necrosis {scores['necrosis']:.3f}  "
               f"peak RSS self {self_mib:.0f} MiB, children {child_mib:.0f} MiB"
               + (f"  (reused: {', '.join(reused)})" if reused else ""))
-    logs = next(Path(context.shared_dir).glob("nnunet/*/logs"))
+    logs = next(Path(jobs[NnunetTwoD][0].shared_dir).glob("nnunet/*/logs"))
     pre = logs / "preprocess.log"
     if pre.exists():
         spec = logs / "preprocess.spec.json"

@@ -19,11 +19,9 @@ from pathlib import Path
 
 
 from avnbench.data.dataset import load_dataset
-from avnbench.methods import TrainingLog
-from avnbench.runner import job_dir_for
 
 from _common import (  # benchmarks/ is on sys.path when a script runs
-    dataset_or_phantom, describe_fold, fold_cases, mean_dice, method_bench_parser, timed_fit_predict,
+    dataset_or_phantom, describe_fold, fold_job, mean_dice, method_bench_parser, timed_fit_predict,
 )
 
 
@@ -31,16 +29,13 @@ def bench(data: Path, workdir: Path, preset: str, fold: int, device: str) -> Non
     from avnbench_patch25d.method import Patch25dCNN
 
     dataset = load_dataset(data)
-    fit_train, fit_val, val_cases = fold_cases(dataset, fold)
+    job, fit_train, fit_val, val_cases = fold_job(Patch25dCNN.card.name, dataset, fold, workdir, preset, device)
     print(describe_fold(dataset, fold, fit_train, fit_val, val_cases, preset, device))
-    job_dir = job_dir_for(workdir, dataset.name, Patch25dCNN.card.name, preset, fold)
-    method = Patch25dCNN.from_preset(preset)
-    method.log = TrainingLog(job_dir)
     predictions, (fit_s, fit_cpu), (predict_s, predict_cpu) = timed_fit_predict(
-        method, Patch25dCNN.from_preset(preset), fit_train, fit_val, val_cases, job_dir, device
+        Patch25dCNN, job, dataset, fit_train, fit_val, val_cases
     )
     scores = mean_dice(predictions, [c.label_array() for c in val_cases])
-    params = method.log.workdir / "training_params.json"
+    params = job.job_dir / "training_params.json"
     print(f"fit               {fit_s:7.1f} s wall   {fit_cpu:7.1f} s CPU")
     print(f"predict per case  {predict_s:7.2f} s wall   {predict_cpu:7.2f} s CPU")
     print(f"fit + predict     {fit_s + predict_s * len(val_cases):7.1f} s wall for the fold")

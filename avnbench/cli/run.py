@@ -40,14 +40,6 @@ def builtin_phantom(device: str, cases: int | None, shape: tuple[int, int, int] 
     return load_dataset(folder).root
 
 
-def ordered_methods(names: list[str]) -> list[str]:
-    """Baseline first, ensembles after their members, the rest alphabetically."""
-    def key(name: str) -> tuple[int, str]:
-        return (0 if name == "threshold-baseline" else 2 if "ensemble" in name else 1, name)
-
-    return sorted(names, key=key)
-
-
 def parse_folds(text: str | None) -> list[int] | None:
     """``"0,2"`` → [0, 2]; None or ``all`` → None (every fold)."""
     from avnbench.errors import ConfigError
@@ -84,7 +76,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     from avnbench.data.dataset import load_dataset
     from avnbench.errors import AvnbenchError
     from avnbench.plugins import load_registry
-    from avnbench.runner import resolve_device, run_benchmark
+    from avnbench.runner import order_methods, resolve_device, run_benchmark
     from avnbench.reporting.tracking import MlflowTracker
 
     registry = load_registry()
@@ -93,7 +85,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     names = registry.names() if "all" in method_names else list(dict.fromkeys(method_names))
     for name in names:
         registry.get(name)  # unknown names fail before any work starts
-    names = ordered_methods(names)
+    names = order_methods(names, registry)  # members before the methods that build on them
     fold_list = parse_folds(folds)
     dev = resolve_device(device)
     if data_dir is None:
