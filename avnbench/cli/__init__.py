@@ -39,28 +39,78 @@ def _register_commands() -> None:
 _register_commands()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a run stops the same way (MLflow marks it KILLED)."""
+
+
+# Exit statuses of an interrupted command, as a shell reports a process killed by the signal.
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+RESUME_HINT = "interrupted; re-run the same command to resume"
+
+
 def _interrupt_on_sigterm() -> None:
     # A job scheduler's SIGTERM should end a run like Ctrl-C: MLflow marks it KILLED and the
     # next identical command resumes it.
     import signal
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     signal.signal(signal.SIGTERM, handler)
 
 
+def _interrupted(interrupt: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(interrupt)
+    click.echo(RESUME_HINT, err=True)
+    sys.exit(EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED)
+
+
+def _raised_by_the_cli(e: SystemExit) -> bool:
+    """Whether a ``SystemExit`` comes from avnbench's own commands (and not, say, a plugin)."""
+    import os
+
+    tb = e.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == here
+
+
+def _foreign_exit(e: SystemExit) -> None:
+    # sys.exit() from a plugin or a library would otherwise end the command silently.
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" in {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    click.echo(f"error: the command was ended by sys.exit({e.code!r}){where} (a plugin?); "
+               "re-run with --debug for the traceback", err=True)
+    sys.exit(e.code if isinstance(e.code, int) and e.code else 1)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Exit statuses: 0 success, 2 an error the user can fix (one line on stderr), 130 Ctrl-C and
+    143 SIGTERM (both print the hint to re-run the command, which resumes).
+    """
     _interrupt_on_sigterm()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
-        code = cli.main(args=argv, prog_name="avnbench", standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except click.exceptions.Abort:
+        code = cli.main(args=args, prog_name="avnbench", standalone_mode=False)
+    except click.exceptions.Abort as e:
+        # click turns a KeyboardInterrupt (Ctrl-C, or SIGTERM through the handler) into Abort.
+        interrupt = e.__cause__ if isinstance(e.__cause__, KeyboardInterrupt) else None
+        if interrupt is not None:
+            _interrupted(interrupt, debug)
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
@@ -69,6 +119,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted; re-run the same command to resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _interrupted(e, debug)
+    except SystemExit as e:
+        if _raised_by_the_cli(e):
+            raise
+        if debug:
+            import traceback
+
+            traceback.print_exception(e)
+        _foreign_exit(e)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -73,6 +73,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     Re-running the same command resumes: folds already finished are skipped.
     """
     from avnbench.cli.display import console, err_console, result_table, run_progress
+    from avnbench.cli.methods import print_plugin_problems
     from avnbench.data.dataset import load_dataset
     from avnbench.errors import AvnbenchError
     from avnbench.plugins import load_registry
@@ -80,9 +81,8 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     from avnbench.reporting.tracking import MlflowTracker
 
     registry = load_registry()
-    for plugin, why in sorted(registry.failures.items()):
-        err_console.print(f"[yellow]warning:[/yellow] plugin {plugin!r} failed to load ({why}); running the others")
     names = registry.names() if "all" in method_names else list(dict.fromkeys(method_names))
+    print_plugin_problems(registry, running=names)
     for name in names:
         registry.get(name)  # unknown names fail before any work starts
     names = order_methods(names, registry)  # members before the methods that build on them
