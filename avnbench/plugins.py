@@ -8,6 +8,7 @@ entry-point names) blocks plugins before they are imported.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ from avnbench.methods import Method, MethodCard, MethodConfig
 
 ENTRY_POINT_GROUP = "avnbench"
 DISABLE_ENV = "AVNBENCH_DISABLE_PLUGINS"
+# Built-in features written as plugins, registered before (and exactly like) installed ones.
+DEFAULT_PLUGINS: tuple[str, ...] = ("avnbench.reporting.tracking",)
+
+
+def _new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class Registry:
     methods: dict[str, RegisteredMethod] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     disabled: list[str] = field(default_factory=list)
+    pm: pluggy.PluginManager = field(default_factory=_new_plugin_manager)
 
     def get(self, name: str) -> RegisteredMethod:
         """The method called ``name``; an unknown name lists the known ones."""
@@ -88,13 +98,13 @@ def load_registry(extra_plugins: tuple[object, ...] = (), use_entry_points: bool
             (tests use this instead of installed entry points).
         use_entry_points: load installed plugins of the ``avnbench`` entry-point group.
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
     registry = Registry()
+    pm = registry.pm
     disabled = _disabled_names()
     sources: dict[str, tuple[str | None, str | None]] = {}
 
-    candidates: list[tuple[str, object]] = [(getattr(p, "__name__", repr(p)), p) for p in extra_plugins]
+    candidates: list[tuple[str, object]] = [(name, importlib.import_module(name)) for name in DEFAULT_PLUGINS]
+    candidates += [(getattr(p, "__name__", repr(p)), p) for p in extra_plugins]
     if use_entry_points:
         for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in disabled:

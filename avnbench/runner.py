@@ -4,7 +4,8 @@ Every (method, fold) pair is an independent :class:`FoldJob` (plain data in, a f
 :class:`FoldResult` out), so the same jobs can later be handed to a distributed engine without
 changing plugins. :func:`run_benchmark` orchestrates them: it resolves the method and split, runs
 the jobs that have not finished yet (a finished job leaves ``result.json`` in its folder, so an
-interrupted run resumes), and hands everything to a tracker (MLflow, :mod:`avnbench.reporting.tracking`).
+interrupted run resumes), and reports every step to the plugins through the lifecycle hooks of
+:mod:`avnbench.hookspecs` (MLflow tracking is the built-in plugin :mod:`avnbench.reporting.tracking`).
 The runner never prints: it reports progress through a callback.
 """
 
@@ -27,10 +28,13 @@ from avnbench.methods import (
     JobContext,
     Method,
     SegmentationPrediction,
+    TrainingEvent,
+    TrainingListener,
     TrainingLog,
 )
 from avnbench.plugins import Registry, load_registry
 from avnbench.data.splits import carve_validation, ensure_splits
+from avnbench.runs import RunInfo
 
 VALIDATION_FRACTION = 0.2
 RESULT_FILE = "result.json"
@@ -77,7 +81,11 @@ class FoldResult(_Strict):
 
 class RunEvent(_Strict):
     """A progress report: ``kind`` is one of run_started, fold_started, fold_skipped, fitting,
-    fitted, case_predicted, fold_finished, scoring, run_finished."""
+    epoch, fitted, case_predicted, fold_finished, scoring, run_finished, warning.
+
+    An ``epoch`` report has ``done`` = the epoch (1-based), ``total`` = the planned epochs (None
+    when the method does not say) and ``values`` = its losses and validation scores.
+    """
 
     kind: str
     method: str
@@ -85,6 +93,7 @@ class RunEvent(_Strict):
     total: int | None = None
     done: int | None = None
     message: str = ""
+    values: dict[str, float] = Field(default_factory=dict)
 
 
 ProgressCallback = Callable[[RunEvent], None]
@@ -103,6 +112,9 @@ class RunResult(_Strict):
     metrics: dict[str, float]
     rows: list[dict[str, Any]]
     parent_run_id: str | None = None
+    tracking: dict[str, str] = Field(
+        default_factory=dict, description="where plugins recorded the run (avnbench_run_started's returns)"
+    )
     notes: list[str] = Field(default_factory=list)
 
 
@@ -157,9 +169,15 @@ def load_finished(job: FoldJob) -> FoldResult | None:
 
 
 def run_fold_job(
-    job: FoldJob, registry: Registry | None = None, progress: ProgressCallback | None = None
+    job: FoldJob,
+    registry: Registry | None = None,
+    progress: ProgressCallback | None = None,
+    training_listener: TrainingListener | None = None,
 ) -> FoldResult:
-    """Fit on the fold's training cases, predict its validation cases, save and score them."""
+    """Fit on the fold's training cases, predict its validation cases, save and score them.
+
+    ``training_listener`` receives each :class:`TrainingEvent` the method reports while it fits.
+    """
     from avnbench.data import predictions as pred_io
 
     registry = registry or load_registry()
@@ -188,7 +206,7 @@ def run_fold_job(
         seed=job.seed,
         shared_dir=job.shared_dir,
     )
-    method.log = TrainingLog(job.job_dir)
+    method.log = TrainingLog(job.job_dir, listener=training_listener)
 
     emit(RunEvent(kind="fitting", method=job.method, fold=job.fold, total=len(val_cases)))
     t0 = time.perf_counter()
@@ -308,12 +326,12 @@ def run_benchmark(
     folds: Sequence[int] | None = None,
     device: str = "auto",
     seed: int = 0,
-    tracker: Any = None,
+    tracking_uri: str | None = None,
     registry: Registry | None = None,
     progress: ProgressCallback | None = None,
     n_bootstrap: int = 1000,
 ) -> RunResult:
-    """Run one method on all (or some) folds of a dataset and track it.
+    """Run one method on all (or some) folds of a dataset, reporting each step to the plugins.
 
     Args:
         method: registered method name.
@@ -323,7 +341,9 @@ def run_benchmark(
         folds: fold indices to run; None runs all.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seed of the method and of the internal validation split.
-        tracker: an object with the :class:`avnbench.reporting.tracking.MlflowTracker` interface, or None.
+        tracking_uri: MLflow store the built-in tracking plugin logs to; None: no MLflow tracking.
+        registry: plugins and methods (default: :func:`load_registry`); its ``pm.hook`` is called
+            at every step of :mod:`avnbench.hookspecs`' run lifecycle.
         progress: callback receiving :class:`RunEvent` reports.
         n_bootstrap: bootstrap resamples for confidence intervals.
     """
@@ -360,50 +380,67 @@ def run_benchmark(
         )
         for k in selected
     ]
+    finished = {job.fold: load_finished(job) for job in jobs}
 
-    handle = None
-    if tracker is not None:
-        handle = tracker.start_run(
-            dataset=dataset,
-            entry=entry,
-            preset=preset,
-            config=config_dict,
-            split_meta=split_meta,
-            folds=selected,
-            seed=seed,
-            device=dev,
-            run_key=key,
-        )
+    run = RunInfo(
+        method=method,
+        task=entry.card.task,
+        classes=list(entry.card.classes) if entry.card.classes else None,
+        plugin=entry.plugin,
+        plugin_distribution=entry.distribution,
+        plugin_version=entry.version,
+        preset=preset,
+        config=config_dict,
+        dataset_name=dataset.name,
+        dataset_fingerprint=dataset.fingerprint,
+        dataset_synthetic=dataset.synthetic,
+        dataset_root=dataset.root.resolve(),
+        split_sha256=split_meta.sha256,
+        split_folds=split_meta.folds,
+        split_seed=split_meta.seed,
+        folds=selected,
+        reused_folds=[k for k, r in finished.items() if r is not None],
+        seed=seed,
+        device=dev,
+        run_key=key,
+        tracking_uri=tracking_uri,
+    )
+    hook = registry.pm.hook
+    tracking: dict[str, str] = {}
+    for refs in hook.avnbench_run_started(run=run):
+        tracking.update(refs or {})
     emit(RunEvent(kind="run_started", method=method, total=len(jobs)))
 
     results: list[FoldResult] = []
     skipped: list[int] = []
     try:
         for job in jobs:
-            previous = load_finished(job)
+            previous = finished[job.fold]
             if previous is not None:
                 skipped.append(job.fold)
                 emit(RunEvent(kind="fold_skipped", method=method, fold=job.fold, total=len(job.val_ids)))
                 result = previous
             else:
                 emit(RunEvent(kind="fold_started", method=method, fold=job.fold, total=len(job.val_ids)))
-                result = run_fold_job(job, registry, progress)
+                hook.avnbench_fold_started(run=run, job=job)
+                listener = _training_listener(registry, run, job, emit)
+                result = run_fold_job(job, registry, progress, training_listener=listener)
             results.append(result)
-            if handle is not None and not handle.fold_is_logged(job.fold):
-                fold_summary = summarize(result.rows, entry.card.task, entry.card.classes, 0, seed)
-                handle.log_fold(job, result, fold_summary.metrics | cost_metrics([result]))
+            fold_summary = summarize(result.rows, entry.card.task, entry.card.classes, 0, seed)
+            hook.avnbench_fold_finished(
+                run=run, job=job, result=result, metrics=fold_summary.metrics | cost_metrics([result]),
+                reused=previous is not None,
+            )
             emit(RunEvent(kind="fold_finished", method=method, fold=job.fold))
-    except BaseException:
-        if handle is not None:
-            handle.abort()
-        raise
 
-    emit(RunEvent(kind="scoring", method=method))
-    rows = [row for r in results for row in r.rows]
-    summary = summarize(rows, entry.card.task, entry.card.classes, n_bootstrap, seed)
-    metrics = summary.metrics | cost_metrics(results)
-    if handle is not None:
-        handle.finish(rows, summary, metrics)
+        emit(RunEvent(kind="scoring", method=method))
+        rows = [row for r in results for row in r.rows]
+        summary = summarize(rows, entry.card.task, entry.card.classes, n_bootstrap, seed)
+        metrics = summary.metrics | cost_metrics(results)
+        hook.avnbench_run_finished(run=run, rows=rows, summary=summary, metrics=metrics)
+    except BaseException as e:
+        _report_abort(registry, run, e)
+        raise
     emit(RunEvent(kind="run_finished", method=method))
     return RunResult(
         method=method,
@@ -415,6 +452,27 @@ def run_benchmark(
         skipped_folds=skipped,
         metrics=metrics,
         rows=rows,
-        parent_run_id=handle.run_id if handle is not None else None,
+        parent_run_id=tracking.get("mlflow.parent_run_id"),
+        tracking=tracking,
         notes=list(getattr(summary, "notes", []) or []),
     )
+
+
+def _training_listener(registry: Registry, run: RunInfo, job: FoldJob, emit: ProgressCallback) -> TrainingListener:
+    """What a fold's ``TrainingLog`` calls on each report: the hook (live tracking), then the CLI."""
+
+    def on_training_event(event: TrainingEvent) -> None:
+        registry.pm.hook.avnbench_training_event(run=run, job=job, event=event)
+        emit(RunEvent(kind="epoch", method=run.method, fold=job.fold, done=event.epoch, total=event.total,
+                      values=event.values))
+
+    return on_training_event
+
+
+def _report_abort(registry: Registry, run: RunInfo, error: BaseException) -> None:
+    # The hook must not raise; if a plugin does anyway, the run's own error is what the user needs.
+    reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    try:
+        registry.pm.hook.avnbench_run_aborted(run=run, reason=reason)
+    except Exception:
+        pass

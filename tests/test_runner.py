@@ -9,7 +9,6 @@ import pytest
 from mlflow import MlflowClient
 
 from avnbench.runner import RESULT_FILE, job_dir_for, run_benchmark
-from avnbench.reporting.tracking import MlflowTracker
 
 DESIGN_METRICS = [
     "dice_vital", "dice_necrosis", "dice_head", "assd_vital_mm", "assd_necrosis_mm", "hd95_vital_mm",
@@ -24,7 +23,7 @@ def baseline_run(tiny_dataset, tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     result = run_benchmark(
         "threshold-baseline", tiny_dataset.root, root / "work", preset="smoke",
-        tracker=MlflowTracker(uri), n_bootstrap=50,
+        tracking_uri=uri, n_bootstrap=50,
     )
     return result, uri, root
 
@@ -76,7 +75,7 @@ def test_interrupted_run_resumes_and_gives_the_same_numbers(baseline_run, tiny_d
 
     with pytest.raises(KeyboardInterrupt):
         run_benchmark("threshold-baseline", tiny_dataset.root, work, preset="smoke",
-                      tracker=MlflowTracker(uri), progress=stop_after_first_fold, n_bootstrap=50)
+                      tracking_uri=uri, progress=stop_after_first_fold, n_bootstrap=50)
     client = MlflowClient(uri)
     (parent,) = [r for r in client.search_runs([client.get_experiment_by_name(tiny_dataset.name).experiment_id])
                  if "mlflow.parentRunId" not in r.data.tags]
@@ -85,7 +84,7 @@ def test_interrupted_run_resumes_and_gives_the_same_numbers(baseline_run, tiny_d
     assert not (job_dir_for(work, tiny_dataset.name, "threshold-baseline", "smoke", 3) / RESULT_FILE).exists()
 
     resumed = run_benchmark("threshold-baseline", tiny_dataset.root, work, preset="smoke",
-                            tracker=MlflowTracker(uri), n_bootstrap=50)
+                            tracking_uri=uri, n_bootstrap=50)
     assert resumed.skipped_folds == [0, 1]
     assert resumed.parent_run_id == parent.info.run_id
     for name in ("dice_vital", "dice_necrosis", "assd_vital_mm", "steinberg_accuracy", "dice_vital_ci_low"):
