@@ -75,6 +75,7 @@ class RunProgress:
         self.fit_started: dict[int, float] = {}
         self.epoch_values: dict[int, tuple[int, dict[str, float]]] = {}
         self.last_logged: dict[int, float] = {}
+        self.epoch_totals: dict[int, int | None] = {}
 
     def __enter__(self) -> "RunProgress":
         self.progress.__enter__()
@@ -97,17 +98,19 @@ class RunProgress:
         epoch, values = self.epoch_values.get(event.fold, (None, {}))
         values = (values if epoch == event.done else {}) | event.values
         self.epoch_values[event.fold] = (event.done, values)
+        total = event.total or self.epoch_totals.get(event.fold)
+        self.epoch_totals[event.fold] = total
         elapsed = self.clock() - self.fit_started.get(event.fold, self.clock())
-        line = epoch_line(event.done, event.total, values, elapsed)
-        if event.total:
+        line = epoch_line(event.done, total, values, elapsed)
+        if total:
             self.progress.update(self.tasks[event.fold], description=f"  fold {event.fold}: {line}",
-                                 total=event.total, completed=event.done)
+                                 total=total, completed=event.done)
         else:
             self.progress.update(self.tasks[event.fold], description=f"  fold {event.fold}: {line}")
         # Without a terminal (a CI log, a pipe) the bars are not redrawn: print the line itself,
         # at most every LOG_EVERY seconds and on the last epoch.
         now = self.clock()
-        last = event.total is not None and event.done >= event.total
+        last = total is not None and event.done >= total
         if not self.progress.console.is_terminal and (last or now - self.last_logged.get(event.fold, -1e9) >= LOG_EVERY):
             self.last_logged[event.fold] = now
             self.progress.console.print(f"{event.method} fold {event.fold}: {line}")
