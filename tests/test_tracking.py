@@ -314,3 +314,17 @@ def test_run_progress_shows_epochs_eta_then_predicting_and_warnings():
     shown.on_event(RunEvent(kind="case_predicted", method="m", fold=0, done=1, total=4))
     task = shown.progress.tasks[shown.tasks[0]]
     assert shown.description(0).startswith("  fold 0: predicting") and (task.completed, task.total) == (1, 4)
+
+
+def test_a_skipped_fold_counts_once():
+    from avnbench.cli.display import RunProgress
+    from avnbench.runner import RunEvent
+
+    shown = RunProgress()
+    for event in [
+        RunEvent(kind="run_started", method="m", total=2),
+        RunEvent(kind="fold_skipped", method="m", fold=0, total=4),
+        RunEvent(kind="fold_finished", method="m", fold=0),
+    ]:
+        shown.on_event(event)
+    assert shown.progress.tasks[shown.tasks["folds"]].completed == 1

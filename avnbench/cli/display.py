@@ -122,8 +122,8 @@ class RunProgress:
         elif event.kind == "warning":
             p.console.print(f"[yellow]warning:[/yellow] {escape(event.message)}")
         elif event.kind == "fold_skipped":
+            # fold_finished follows and advances the folds bar
             p.console.print(f"{event.method} fold {event.fold}: already finished, skipped")
-            p.advance(self.tasks["folds"])
         elif event.kind == "fold_started":
             self.n_cases[event.fold] = event.total
             self.tasks[event.fold] = p.add_task(f"  fold {event.fold}: starting", total=None)
