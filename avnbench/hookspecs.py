@@ -107,7 +107,8 @@ def avnbench_training_event(run: "RunInfo", job: "FoldJob", event: "TrainingEven
         ``event.values`` (losses and validation scores by name; tracked as ``train/<name>``)
         and ``event.seconds`` since the fit's first report.
 
-    May not raise to stop training; may not touch the method or its work folder.
+    May not touch the method or its work folder. An exception stops the fit and aborts the run,
+    like any lifecycle hook's, so only raise for a failure the run cannot go on without.
     """
 
 

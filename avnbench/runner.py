@@ -407,13 +407,12 @@ def run_benchmark(
     )
     hook = registry.pm.hook
     tracking: dict[str, str] = {}
-    for refs in hook.avnbench_run_started(run=run):
-        tracking.update(refs or {})
-    emit(RunEvent(kind="run_started", method=method, total=len(jobs)))
-
     results: list[FoldResult] = []
     skipped: list[int] = []
     try:
+        for refs in hook.avnbench_run_started(run=run):
+            tracking.update(refs or {})
+        emit(RunEvent(kind="run_started", method=method, total=len(jobs)))
         for job in jobs:
             previous = finished[job.fold]
             if previous is not None:

@@ -328,3 +328,16 @@ def test_a_skipped_fold_counts_once():
     ]:
         shown.on_event(event)
     assert shown.progress.tasks[shown.tasks["folds"]].completed == 1
+
+
+def test_every_hook_documents_each_of_its_arguments():
+    import inspect
+
+    from avnbench import hookspecs
+
+    hooks = [f for name, f in vars(hookspecs).items() if name.startswith("avnbench_")]
+    assert len(hooks) >= 7
+    for hook in hooks:
+        doc = inspect.getdoc(hook) or ""
+        for param in inspect.signature(hook).parameters:
+            assert f":param {param}:" in doc, f"{hook.__name__} does not document {param}"
