@@ -32,7 +32,7 @@ REGISTER_HOOK = "avnbench_register_methods"
 
 # Built-in plugins, registered before the installed ones, by module name. They are part of
 # avnbench itself and cannot be disabled. Adding a module here is all it takes to register it.
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = ("avnbench.reporting.tracking",)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ Every (method, fold) pair is an independent :class:`FoldJob` (plain data in, a f
 changing plugins. :func:`plan_fold_jobs` makes the jobs, :func:`run_fold_job` runs one: the only
 fold path, used by :func:`run_benchmark`, the conformance kit (:mod:`avnbench.testing`) and the
 benchmarks. :func:`run_benchmark` runs the jobs that have not finished yet (a finished job leaves
-``result.json`` in its folder, so an interrupted run resumes), holding a lock on the work folder,
-and hands everything to a tracker (MLflow, :mod:`avnbench.reporting.tracking`).
+a sealed ``result.json`` in its folder, so an interrupted run resumes), holding a lock on the work
+folder, and reports every step to the plugins through the lifecycle hooks of
+:mod:`avnbench.hookspecs` (MLflow tracking is the built-in plugin :mod:`avnbench.reporting.tracking`).
 The runner never prints: it reports progress through a callback.
 """
 
@@ -15,16 +16,14 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from avnbench.data.dataset import Case, Dataset, load_dataset
-from avnbench.data.splits import SplitsMeta, carve_validation, ensure_splits
-from avnbench.errors import ConfigError, PluginError
+from avnbench.data.dataset import Case, load_dataset
+from avnbench.errors import PluginError
 from avnbench.jobs import (  # noqa: F401  (re-exported: the runner's public names)
     RESULT_FILE,
     CodeVersions,
@@ -40,10 +39,9 @@ from avnbench.jobs import (  # noqa: F401  (re-exported: the runner's public nam
 )
 from avnbench.methods import (
     ClassificationPrediction,
-    JobContext,
-    Method,
     SegmentationPrediction,
-    TrainingLog,
+    TrainingEvent,
+    TrainingListener,
 )
 from avnbench.plugins import Registry, load_registry
 from avnbench.workfolder import (  # noqa: F401  (re-exported)
@@ -54,8 +52,18 @@ from avnbench.workfolder import (  # noqa: F401  (re-exported)
     stage_predict_cases,
     work_folder_lock,
 )
+from avnbench.planning import (  # noqa: F401  (re-exported)
+    VALIDATION_FRACTION,
+    RunPlan,
+    fold_cases,
+    method_for_fit,
+    method_for_predict,
+    order_methods,
+    plan_fold_jobs,
+    resolve_device,
+)
+from avnbench.runs import RunInfo
 
-VALIDATION_FRACTION = 0.2
 PREDICTIONS_DIR = "predictions"
 _END = object()  # marks an exhausted prediction iterator
 
@@ -66,8 +74,12 @@ class _Strict(BaseModel):
 
 class RunEvent(_Strict):
     """A progress report: ``kind`` is one of run_started, fold_started, fold_skipped, fitting,
-    fitted, case_predicted, fold_finished, scoring, run_finished, or warning (``message`` is
-    then one line for the user, e.g. why a saved fold result was not reused)."""
+    epoch, fitted, case_predicted, fold_finished, scoring, run_finished, warning.
+
+    An ``epoch`` report has ``done`` = the epoch (1-based), ``total`` = the planned epochs (None
+    when the method does not say) and ``values`` = its losses and validation scores. A ``warning``
+    has ``message``: one line for the user, e.g. why a saved fold result was not reused.
+    """
 
     kind: str
     method: str
@@ -75,6 +87,7 @@ class RunEvent(_Strict):
     total: int | None = None
     done: int | None = None
     message: str = ""
+    values: dict[str, float] = Field(default_factory=dict)
 
 
 ProgressCallback = Callable[[RunEvent], None]
@@ -94,133 +107,10 @@ class RunResult(_Strict):
     metrics: dict[str, float]
     rows: list[dict[str, Any]]
     parent_run_id: str | None = None
+    tracking: dict[str, str] = Field(
+        default_factory=dict, description="where plugins recorded the run (avnbench_run_started's returns)"
+    )
     notes: list[str] = Field(default_factory=list)
-
-
-def resolve_device(device: str) -> Literal["cpu", "cuda"]:
-    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"unknown device {device!r}. Available: auto, cpu, cuda")
-    if device == "cpu":
-        return "cpu"
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
-    if device == "cuda" and not has_cuda:
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return "cuda" if has_cuda else "cpu"
-
-
-# --- planning: the one way a fold job is made -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """The jobs of one method on one dataset, and what they were planned from."""
-
-    entry: Any  # the registry's RegisteredMethod
-    dataset: Dataset
-    split_meta: SplitsMeta
-    config: dict[str, Any]
-    device: Literal["cpu", "cuda"]
-    run_key: str
-    folds: list[int]
-    jobs: list[FoldJob]
-
-
-def plan_fold_jobs(
-    method: str,
-    dataset_dir: Path,
-    workdir: Path,
-    preset: str = "quick",
-    folds: Sequence[int] | None = None,
-    device: str = "auto",
-    seed: int = 0,
-    registry: Registry | None = None,
-    config_overrides: dict[str, Any] | None = None,
-) -> RunPlan:
-    """The :class:`FoldJob` of each selected fold (all when ``folds`` is None).
-
-    A dataset without a split gets one with 5 folds. ``config_overrides`` are applied on top of
-    the preset (the conformance kit's keyword arguments); ``seed`` seeds the method and the
-    internal validation carve.
-    """
-    registry = registry or load_registry()
-    entry = registry.get(method)
-    dataset = load_dataset(dataset_dir)
-    fold_list, split_meta = ensure_splits(dataset, seed=0)
-    selected = list(range(len(fold_list))) if folds is None else sorted(set(folds))
-    bad = [k for k in selected if not 0 <= k < len(fold_list)]
-    if bad:
-        raise ConfigError(f"fold(s) {bad} do not exist; the split has folds 0..{len(fold_list) - 1}")
-    config = entry.cls.Config.preset(preset, seed=seed, **(config_overrides or {}))
-    config_dict = config.model_dump(mode="json")
-    dev = resolve_device(device)
-    code = code_versions(entry)
-    key = run_key_for(method, preset, config_dict, dataset.fingerprint, split_meta.sha256, code)
-    jobs = [
-        FoldJob(
-            method=method,
-            preset=preset,
-            config=config_dict,
-            dataset_dir=dataset.root.resolve(),
-            dataset_fingerprint=dataset.fingerprint,
-            fold=k,
-            train_ids=fold_list[k].train,
-            val_ids=fold_list[k].val,
-            device=dev,
-            job_dir=job_dir_for(workdir, dataset.name, method, preset, k).resolve(),
-            shared_dir=shared_dir_for(workdir, dataset.name).resolve(),
-            split_hash=split_meta.sha256,
-            splits_file=dataset.splits_path.resolve(),
-            run_key=key,
-            seed=seed,
-            **code.model_dump(),
-        )
-        for k in selected
-    ]
-    return RunPlan(entry, dataset, split_meta, config_dict, dev, key, selected, jobs)
-
-
-def fold_cases(job: FoldJob, dataset: Dataset) -> tuple[list[Case], list[Case], list[Case]]:
-    """The job's ``(fit_train, fit_val, val_cases)``: ``fit`` gets the first two, carved by
-    patient out of the fold's training cases (seed ``seed + fold``); ``predict`` the third."""
-    fit_train, fit_val = carve_validation(
-        dataset.subset(job.train_ids), VALIDATION_FRACTION, seed=job.seed + job.fold
-    )
-    val_cases = dataset.subset(job.val_ids)
-    if {c.case_id for c in fit_train + fit_val} & set(job.val_ids):
-        raise PluginError("internal error: a validation case reached training")  # defensive
-    return fit_train, fit_val, val_cases
-
-
-def method_for_fit(cls: type[Method], job: FoldJob, dataset: Dataset) -> Method:
-    """An instance of ``cls`` with the job's config, :class:`JobContext` and training log."""
-    method = cls(cls.Config.model_validate(job.config))
-    method.context = JobContext(
-        dataset_dir=dataset.root,
-        dataset_name=dataset.name,
-        dataset_fingerprint=job.dataset_fingerprint,
-        splits_file=job.splits_file,
-        split_hash=job.split_hash,
-        fold=job.fold,
-        preset=job.preset,
-        seed=job.seed,
-        shared_dir=job.shared_dir,
-    )
-    method.log = TrainingLog(job.job_dir)
-    return method
-
-
-def method_for_predict(cls: type[Method], job: FoldJob) -> Method:
-    """A fresh instance for ``predict``: the job's config and log, no context (so no dataset
-    folder, split or shared folder); it must rely on what ``fit`` left in the job folder."""
-    method = cls(cls.Config.model_validate(job.config))
-    method.log = TrainingLog(job.job_dir)
-    return method
 
 
 # --- running one fold -------------------------------------------------------------------------
@@ -231,13 +121,15 @@ def run_fold_job(
     registry: Registry | None = None,
     progress: ProgressCallback | None = None,
     on_prediction: PredictionCallback | None = None,
+    training_listener: TrainingListener | None = None,
 ) -> FoldResult:
     """Fit on the fold's training cases, predict its validation cases, save and score them.
 
     ``fit`` runs on one instance; ``predict`` on a fresh one without context, on sealed
     :class:`PredictCase` cases; scoring uses the full cases here. A method that breaks the
     protocol raises :class:`PluginError` and leaves no ``result.json``. ``on_prediction`` gets
-    every checked prediction with its case (the conformance kit keeps them).
+    every checked prediction with its case (the conformance kit keeps them);
+    ``training_listener`` each :class:`TrainingEvent` the method reports while it fits.
     """
     from avnbench.data import predictions as pred_io
 
@@ -249,7 +141,7 @@ def run_fold_job(
 
     job.job_dir.mkdir(parents=True, exist_ok=True)
     (job.job_dir / RESULT_FILE).unlink(missing_ok=True)
-    trainer = method_for_fit(entry.cls, job, dataset)
+    trainer = method_for_fit(entry.cls, job, dataset, training_listener)
     emit(RunEvent(kind="fitting", method=job.method, fold=job.fold, total=len(val_cases)))
     t0 = time.perf_counter()
     trainer.fit(fit_train, fit_val, job.job_dir, job.device)
@@ -345,45 +237,6 @@ def cost_metrics(results: Sequence[FoldResult]) -> dict[str, float]:
     }
 
 
-# --- ordering by declaration ---------------------------------------------------------------------
-
-
-def order_methods(names: Sequence[str], registry: Registry) -> list[str]:
-    """``names`` with every method after the methods its card ``builds_on`` (directly or through
-    others: an ensemble after its members), otherwise in the given order. Only the given names
-    are returned: a member not among them is the method's own business (it may train it itself).
-    A dependency cycle or an unregistered dependency is a ConfigError."""
-    needs: dict[str, set[str]] = {}  # every method a method builds on, transitively
-
-    def visit(name: str, path: list[str]) -> set[str]:
-        if name in path:
-            cycle = " -> ".join(path[path.index(name):] + [name])
-            raise ConfigError(f"methods build on each other in a cycle ({cycle}); fix their cards' builds_on")
-        if name not in needs:
-            found: set[str] = set()
-            for member in registry.get(name).card.builds_on:
-                try:
-                    registry.get(member)
-                except ConfigError:
-                    raise ConfigError(
-                        f"method {name!r} builds on {member!r}, which is not registered; install the "
-                        "plugin that provides it (avnbench methods lists the registered ones)"
-                    ) from None
-                found |= {member} | visit(member, path + [name])
-            needs[name] = found
-        return needs[name]
-
-    for name in names:
-        visit(name, [])
-    ordered: list[str] = []
-    pending = list(dict.fromkeys(names))
-    while pending:  # the first method whose invoked dependencies have all been placed
-        ready = next(n for n in pending if not (needs[n] & set(pending)))
-        ordered.append(ready)
-        pending.remove(ready)
-    return ordered
-
-
 def _warner(emit: ProgressCallback, method: str, fold: int) -> Callable[[str], None]:
     return lambda message: emit(RunEvent(kind="warning", method=method, fold=fold, message=message))
 
@@ -399,12 +252,12 @@ def run_benchmark(
     folds: Sequence[int] | None = None,
     device: str = "auto",
     seed: int = 0,
-    tracker: Any = None,
+    tracking_uri: str | None = None,
     registry: Registry | None = None,
     progress: ProgressCallback | None = None,
     n_bootstrap: int = 1000,
 ) -> RunResult:
-    """Run one method on all (or some) folds of a dataset and track it.
+    """Run one method on all (or some) folds of a dataset, reporting each step to the plugins.
 
     Args:
         method: registered method name.
@@ -415,7 +268,9 @@ def run_benchmark(
         folds: fold indices to run; None runs all.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seed of the method and of the internal validation split.
-        tracker: an object with the :class:`avnbench.reporting.tracking.MlflowTracker` interface, or None.
+        tracking_uri: MLflow store the built-in tracking plugin logs to; None: no MLflow tracking.
+        registry: plugins and methods (default: :func:`load_registry`); its ``pm.hook`` is called
+            at every step of :mod:`avnbench.hookspecs`' run lifecycle.
         progress: callback receiving :class:`RunEvent` reports.
         n_bootstrap: bootstrap resamples for confidence intervals.
     """
@@ -424,60 +279,77 @@ def run_benchmark(
     # job planning (runner): the same jobs the conformance kit and the benchmarks run
     plan = plan_fold_jobs(method, dataset_dir, workdir, preset, folds, device, seed, registry)
     with work_folder_lock(workdir, plan.dataset.name):  # lock (runner): one run per work folder
-        return _run_planned(method, preset, seed, plan, tracker, registry, emit, n_bootstrap)
+        return _run_planned(method, preset, seed, plan, tracking_uri, registry, emit, n_bootstrap)
 
 
 def _run_planned(
-    method: str, preset: str, seed: int, plan: RunPlan, tracker: Any, registry: Registry,
+    method: str, preset: str, seed: int, plan: RunPlan, tracking_uri: str | None, registry: Registry,
     emit: ProgressCallback, n_bootstrap: int,
 ) -> RunResult:
     """:func:`run_benchmark` after planning, with the work folder locked."""
     entry, dataset, split_meta, jobs = plan.entry, plan.dataset, plan.split_meta, plan.jobs
     selected, config_dict, dev, key = plan.folds, plan.config, plan.device, plan.run_key
+    warn = {job.fold: _warner(emit, method, job.fold) for job in jobs}
+    finished = {job.fold: load_finished(job, warn=warn[job.fold]) for job in jobs}  # digest + inputs checked
 
-    handle = None
-    if tracker is not None:
-        handle = tracker.start_run(
-            dataset=dataset,
-            entry=entry,
-            preset=preset,
-            config=config_dict,
-            split_meta=split_meta,
-            folds=selected,
-            seed=seed,
-            device=dev,
-            run_key=key,
-        )
-    emit(RunEvent(kind="run_started", method=method, total=len(jobs)))
-
+    run = RunInfo(
+        method=method,
+        task=entry.card.task,
+        classes=list(entry.card.classes) if entry.card.classes else None,
+        plugin=entry.plugin,
+        plugin_distribution=entry.distribution,
+        plugin_version=entry.version,
+        preset=preset,
+        config=config_dict,
+        dataset_name=dataset.name,
+        dataset_fingerprint=dataset.fingerprint,
+        dataset_synthetic=dataset.synthetic,
+        dataset_root=dataset.root.resolve(),
+        split_sha256=split_meta.sha256,
+        split_folds=split_meta.folds,
+        split_seed=split_meta.seed,
+        folds=selected,
+        reused_folds=[k for k, r in finished.items() if r is not None],
+        seed=seed,
+        device=dev,
+        run_key=key,
+        tracking_uri=tracking_uri,
+    )
+    hook = registry.pm.hook
+    tracking: dict[str, str] = {}
     results: list[FoldResult] = []
     skipped: list[int] = []
     try:
+        for refs in hook.avnbench_run_started(run=run):
+            tracking.update(refs or {})
+        emit(RunEvent(kind="run_started", method=method, total=len(jobs)))
         for job in jobs:
-            previous = load_finished(job, warn=_warner(emit, method, job.fold))  # digest + inputs checked
+            previous = finished[job.fold]
             if previous is not None:
                 skipped.append(job.fold)
                 emit(RunEvent(kind="fold_skipped", method=method, fold=job.fold, total=len(job.val_ids)))
                 result = previous
             else:
                 emit(RunEvent(kind="fold_started", method=method, fold=job.fold, total=len(job.val_ids)))
-                result = run_fold_job(job, registry, emit)
+                hook.avnbench_fold_started(run=run, job=job)
+                listener = _training_listener(registry, run, job, emit)
+                result = run_fold_job(job, registry, emit, training_listener=listener)
             results.append(result)
-            if handle is not None and not handle.fold_is_logged(job.fold):
-                fold_summary = summarize(result.rows, entry.card.task, entry.card.classes, 0, seed)
-                handle.log_fold(job, result, fold_summary.metrics | cost_metrics([result]))
+            fold_summary = summarize(result.rows, entry.card.task, entry.card.classes, 0, seed)
+            hook.avnbench_fold_finished(
+                run=run, job=job, result=result, metrics=fold_summary.metrics | cost_metrics([result]),
+                reused=previous is not None,
+            )
             emit(RunEvent(kind="fold_finished", method=method, fold=job.fold))
-    except BaseException:
-        if handle is not None:
-            handle.abort()
-        raise
 
-    emit(RunEvent(kind="scoring", method=method))
-    rows = [row for r in results for row in r.rows]
-    summary = summarize(rows, entry.card.task, entry.card.classes, n_bootstrap, seed)
-    metrics = summary.metrics | cost_metrics(results)
-    if handle is not None:
-        handle.finish(rows, summary, metrics)
+        emit(RunEvent(kind="scoring", method=method))
+        rows = [row for r in results for row in r.rows]
+        summary = summarize(rows, entry.card.task, entry.card.classes, n_bootstrap, seed)
+        metrics = summary.metrics | cost_metrics(results)
+        hook.avnbench_run_finished(run=run, rows=rows, summary=summary, metrics=metrics)
+    except BaseException as e:
+        _report_abort(registry, run, e)
+        raise
     emit(RunEvent(kind="run_finished", method=method))
     return RunResult(
         method=method,
@@ -489,6 +361,27 @@ def _run_planned(
         skipped_folds=skipped,
         metrics=metrics,
         rows=rows,
-        parent_run_id=handle.run_id if handle is not None else None,
+        parent_run_id=tracking.get("mlflow.parent_run_id"),
+        tracking=tracking,
         notes=list(getattr(summary, "notes", []) or []),
     )
+
+
+def _training_listener(registry: Registry, run: RunInfo, job: FoldJob, emit: ProgressCallback) -> TrainingListener:
+    """What a fold's ``TrainingLog`` calls on each report: the hook (live tracking), then the CLI."""
+
+    def on_training_event(event: TrainingEvent) -> None:
+        registry.pm.hook.avnbench_training_event(run=run, job=job, event=event)
+        emit(RunEvent(kind="epoch", method=run.method, fold=job.fold, done=event.epoch, total=event.total,
+                      values=event.values))
+
+    return on_training_event
+
+
+def _report_abort(registry: Registry, run: RunInfo, error: BaseException) -> None:
+    # The hook must not raise; if a plugin does anyway, the run's own error is what the user needs.
+    reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    try:
+        registry.pm.hook.avnbench_run_aborted(run=run, reason=reason)
+    except Exception:
+        pass

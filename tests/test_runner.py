@@ -18,7 +18,6 @@ from avnbench import jobs
 from avnbench.errors import ConfigError
 from avnbench.jobs import CodeVersions, FoldResult, run_key_for
 from avnbench.methods import Method, MethodCard, PredictCase, SegmentationPrediction
-from avnbench.reporting.tracking import MlflowTracker
 from avnbench.runner import RESULT_FILE, job_dir_for, order_methods, run_benchmark
 from avnbench.testing import registry_of
 
@@ -35,7 +34,7 @@ def baseline_run(tiny_dataset, tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     result = run_benchmark(
         "threshold-baseline", tiny_dataset.root, root / "work", preset="smoke",
-        tracker=MlflowTracker(uri), n_bootstrap=50,
+        tracking_uri=uri, n_bootstrap=50,
     )
     return result, uri, root
 
@@ -87,7 +86,7 @@ def test_interrupted_run_resumes_and_gives_the_same_numbers(baseline_run, tiny_d
 
     with pytest.raises(KeyboardInterrupt):
         run_benchmark("threshold-baseline", tiny_dataset.root, work, preset="smoke",
-                      tracker=MlflowTracker(uri), progress=stop_after_first_fold, n_bootstrap=50)
+                      tracking_uri=uri, progress=stop_after_first_fold, n_bootstrap=50)
     client = MlflowClient(uri)
     (parent,) = [r for r in client.search_runs([client.get_experiment_by_name(tiny_dataset.name).experiment_id])
                  if "mlflow.parentRunId" not in r.data.tags]
@@ -96,7 +95,7 @@ def test_interrupted_run_resumes_and_gives_the_same_numbers(baseline_run, tiny_d
     assert not (job_dir_for(work, tiny_dataset.name, "threshold-baseline", "smoke", 3) / RESULT_FILE).exists()
 
     resumed = run_benchmark("threshold-baseline", tiny_dataset.root, work, preset="smoke",
-                            tracker=MlflowTracker(uri), n_bootstrap=50)
+                            tracking_uri=uri, n_bootstrap=50)
     assert resumed.skipped_folds == [0, 1]
     assert resumed.parent_run_id == parent.info.run_id
     for name in ("dice_vital", "dice_necrosis", "assd_vital_mm", "steinberg_accuracy", "dice_vital_ci_low"):
@@ -147,9 +146,9 @@ def test_cli_errors_are_one_line(args, message, tiny_dataset, tmp_path):
 # --- results prove where they came from -------------------------------------------------------
 
 
-def _baseline(dataset, work, events=None, tracker=None, folds=(0,)):
+def _baseline(dataset, work, events=None, tracking_uri=None, folds=(0,)):
     return run_benchmark("threshold-baseline", dataset.root, work, preset="smoke", folds=list(folds),
-                         tracker=tracker, progress=(events.append if events is not None else None), n_bootstrap=20)
+                         tracking_uri=tracking_uri, progress=(events.append if events is not None else None), n_bootstrap=20)
 
 
 def _result_path(dataset, work, fold=0):
@@ -202,9 +201,9 @@ def test_a_tampered_or_foreign_result_is_recomputed_with_a_warning(tamper, reaso
 def test_a_forged_result_never_reaches_mlflow(tiny_dataset, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     work = tmp_path / "work"
-    first = _baseline(tiny_dataset, work, tracker=MlflowTracker(uri))
+    first = _baseline(tiny_dataset, work, tracking_uri=uri)
     _forge_dice(_result_path(tiny_dataset, work))
-    again = _baseline(tiny_dataset, work, tracker=MlflowTracker(uri))
+    again = _baseline(tiny_dataset, work, tracking_uri=uri)
     client = MlflowClient(uri)
     for run in client.search_runs([client.get_experiment_by_name(tiny_dataset.name).experiment_id]):
         assert run.data.metrics.get("dice_necrosis") != pytest.approx(0.999)

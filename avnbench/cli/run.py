@@ -78,7 +78,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     from avnbench.errors import AvnbenchError
     from avnbench.plugins import load_registry
     from avnbench.runner import order_methods, resolve_device, run_benchmark
-    from avnbench.reporting.tracking import MlflowTracker
+    from avnbench.reporting.tracking import REUSED_REF, client_for, default_tracking_uri
 
     registry = load_registry()
     names = registry.names() if "all" in method_names else list(dict.fromkeys(method_names))
@@ -94,15 +94,16 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
             data_dir = builtin_phantom(dev, phantom_cases, phantom_shape,
                                        progress=lambda done, total: progress.update(task, completed=done, total=total))
     load_dataset(data_dir)  # a bad dataset fails before anything is written to the store
-    tracker = MlflowTracker(tracking_uri)
-    console.print(f"MLflow store: {tracker.uri}")
+    uri = tracking_uri or default_tracking_uri()
+    client_for(uri)  # a store that cannot be opened fails here, in one line, before any training
+    console.print(f"MLflow store: {uri}")
     failures = []
     for name in names:
         try:
             with run_progress() as progress:
                 result = run_benchmark(
                     name, data_dir, workdir, preset=preset, folds=fold_list, device=dev, seed=seed,
-                    tracker=tracker, registry=registry, progress=progress.on_event, n_bootstrap=bootstrap,
+                    tracking_uri=uri, registry=registry, progress=progress.on_event, n_bootstrap=bootstrap,
                 )
         except AvnbenchError as e:
             if len(names) == 1:
@@ -111,5 +112,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
             err_console.print(f"[red]error:[/red] {name}: {e}")
             continue
         console.print(result_table(result))
+        if result.tracking.get(REUSED_REF) == "true":
+            console.print(f"nothing new computed: MLflow run {result.parent_run_id} already holds these results")
     if failures:
         raise click.ClickException(f"{len(failures)} method(s) failed: {', '.join(failures)}")

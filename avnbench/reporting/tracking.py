@@ -1,161 +1,132 @@
-"""MLflow tracking, through MLflow's own client (DESIGN.md "Tracking and leaderboards").
+"""MLflow tracking as a built-in plugin (DESIGN.md "Tracking and leaderboards").
 
-One experiment per dataset, one parent run per ``avnbench run``, one child run per fold. A parent
-run carries the key of its (method, config, dataset, split) combination; running the same command
-again finds an unfinished parent with that key and resumes it, skipping folds whose child runs
-finished.
+This module is registered through :data:`avnbench.plugins.DEFAULT_PLUGINS`, like any installed
+plugin, and implements the lifecycle hooks of :mod:`avnbench.hookspecs`. It does nothing for a run
+whose ``RunInfo.tracking_uri`` is None.
+
+Layout, through MLflow's own client: one experiment per dataset, one parent run per (run key, fold
+selection), one child run per fold. A fold's child run is opened when the fold starts and its
+training curves are logged while it trains, as ``train/<name>`` with the epoch as step, so MLflow's
+UI shows the run as it trains; scores, learned params and artifacts follow when the fold ends.
+
+Resuming: running the same command again finds the parent with the same selection key.
+
+- parent unfinished (an interrupted run): it is resumed; its unfinished child runs (folds that
+  were training when the run stopped) are marked KILLED and a recomputed fold gets a new child;
+  folds whose child finished are not logged again.
+- parent FINISHED and every fold's result reused (nothing computed): the parent is reused as it
+  is and nothing is logged, so no duplicate run appears.
+- parent FINISHED but some fold is recomputed: a new parent run, since its numbers may differ.
+
+The plugin keeps the runs it has open in :data:`_OPEN_RUNS`, by store and selection key, from
+``avnbench_run_started`` until ``avnbench_run_finished`` or ``avnbench_run_aborted``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from avnbench import __version__
+from avnbench.hookspecs import hookimpl
+from avnbench.reporting.mlflow_store import (  # noqa: F401  (re-exported: the store API lives here)
+    DEFAULT_TRACKING_FILE,
+    artifact_root_for,
+    client_for,
+    default_tracking_uri,
+    ensure_experiment,
+    environment_tags,
+    flatten_params,
+)
 
-DEFAULT_TRACKING_FILE = "mlflow.db"
+if TYPE_CHECKING:
+    from avnbench.methods import TrainingEvent
+    from avnbench.runner import FoldJob, FoldResult
+    from avnbench.runs import RunInfo
+
 RUN_KEY_TAG = "avnbench.run_key"
 FOLD_TAG = "avnbench.fold"
 PARENT_TAG = "mlflow.parentRunId"
+DATASET_TAG = "avnbench.dataset"
+SYNTHETIC_TAG = "synthetic"
+TRAIN_PREFIX = "train/"
+PARENT_RUN_REF = "mlflow.parent_run_id"
+REUSED_REF = "mlflow.parent_run_reused"
 
 
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_TRACKING_FILE}"
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
-def _quiet_mlflow() -> None:
-    # MLflow logs database migrations at INFO on every new store; keep the CLI's output clean.
-    import logging
+class TrackedRun:
+    """The parent run of one avnbench run and the child runs of its folds."""
 
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow  # noqa: F401  (configures its loggers on import; adjust them afterwards)
-
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def client_for(uri: str):
-    """An ``MlflowClient`` on ``uri``."""
-    _quiet_mlflow()
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def artifact_root_for(uri: str) -> str | None:
-    """For a SQLite store, artifacts live beside the database file (not in the cwd)."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        return (db.parent / "mlartifacts").resolve().as_uri()
-    return None
-
-
-def ensure_experiment(client, name: str, uri: str) -> str:
-    """The id of the experiment named after the dataset, created if needed."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    root = artifact_root_for(uri)
-    location = f"{root}/{name}" if root else None
-    return client.create_experiment(name, artifact_location=location)
-
-
-def environment_tags(device: str) -> dict[str, str]:
-    """Versions and machine facts recorded on every run."""
-    tags = {
-        "avnbench.version": __version__,
-        "device": device,
-        "python": platform.python_version(),
-        "host.platform": platform.platform(),
-    }
-    try:
-        import torch
-
-        tags["torch.version"] = torch.__version__
-        tags["cuda.version"] = str(torch.version.cuda)
-        if device == "cuda" and torch.cuda.is_available():
-            tags["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        tags["torch.version"] = "not installed"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode == 0:
-            tags["git.commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return tags
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-
-
-class MlflowTracker:
-    """Creates and resumes avnbench runs in an MLflow store."""
-
-    def __init__(self, tracking_uri: str | None = None):
-        self.uri = tracking_uri or default_tracking_uri()
-        self.client = client_for(self.uri)
-
-    def start_run(self, *, dataset, entry, preset, config, split_meta, folds, seed, device, run_key) -> "RunHandle":
-        """Open (or resume) the parent run of one ``avnbench run``."""
+    def __init__(self, run: "RunInfo"):
         from mlflow.entities import RunStatus
 
-        exp_id = ensure_experiment(self.client, dataset.name, self.uri)
-        # Fold results are shared across fold selections; a parent run is one selection.
-        run_key = f"{run_key}-folds{'_'.join(map(str, folds))}"
+        assert run.tracking_uri is not None
+        self.info = run
+        self.uri = run.tracking_uri
+        self.client = client_for(self.uri)
+        self.experiment_id = ensure_experiment(self.client, run.dataset_name, self.uri)
         existing = self.client.search_runs(
-            [exp_id],
-            filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
+            [self.experiment_id],
+            filter_string=f"tags.`{RUN_KEY_TAG}` = '{run.selection_key}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
+        finished = RunStatus.to_string(RunStatus.FINISHED)
         parent = None
-        if existing and existing[0].info.status != RunStatus.to_string(RunStatus.FINISHED):
+        self.reused = False
+        if existing and existing[0].info.status == finished and run.computes_nothing:
+            parent, self.reused = existing[0], True
+        elif existing and existing[0].info.status != finished:
             parent = existing[0]
             self.client.update_run(parent.info.run_id, status="RUNNING")
         if parent is None:
-            tags = environment_tags(device) | {
-                RUN_KEY_TAG: run_key,
-                "mlflow.runName": f"{entry.name}-{preset}",
-                "avnbench.plugin": entry.plugin,
-                "avnbench.plugin.distribution": entry.distribution or "",
-                "avnbench.plugin.version": entry.version or "",
-                "avnbench.task": entry.card.task,
-                "synthetic": str(dataset.synthetic).lower(),
-            }
-            parent = self.client.create_run(exp_id, tags=tags)
-            params = {
-                "method": entry.name,
-                "preset": preset,
-                "dataset": dataset.name,
-                "dataset_fingerprint": dataset.fingerprint,
-                "dataset_synthetic": str(dataset.synthetic),
-                "split_sha256": split_meta.sha256,
-                "split_folds": str(split_meta.folds),
-                "split_seed": str(split_meta.seed),
-                "folds": ",".join(map(str, folds)),
-                "seed": str(seed),
-                "device": device,
-            }
-            _flatten("config", config, params)
-            self._log_params(parent.info.run_id, params)
-        return RunHandle(self, exp_id, parent.info.run_id, entry, config)
+            parent = self.client.create_run(self.experiment_id, tags=self._parent_tags())
+            self._log_params(parent.info.run_id, self._parent_params())
+        self.run_id = parent.info.run_id
+        self.finished_folds = self._finished_child_folds()
+        self.open_children: dict[int, str] = {}
+
+    def _dataset_tags(self) -> dict[str, str]:
+        return {
+            DATASET_TAG: self.info.dataset_name,
+            "avnbench.dataset.fingerprint": self.info.dataset_fingerprint,
+            SYNTHETIC_TAG: str(self.info.dataset_synthetic).lower(),
+        }
+
+    def _parent_tags(self) -> dict[str, str]:
+        run = self.info
+        return environment_tags(run.device) | self._dataset_tags() | {
+            RUN_KEY_TAG: run.selection_key,
+            "mlflow.runName": f"{run.method}-{run.preset}",
+            "avnbench.plugin": run.plugin,
+            "avnbench.plugin.distribution": run.plugin_distribution or "",
+            "avnbench.plugin.version": run.plugin_version or "",
+            "avnbench.task": run.task,
+        }
+
+    def _parent_params(self) -> dict[str, str]:
+        run = self.info
+        params = {
+            "method": run.method,
+            "preset": run.preset,
+            "dataset": run.dataset_name,
+            "dataset_fingerprint": run.dataset_fingerprint,
+            "dataset_synthetic": str(run.dataset_synthetic),
+            "split_sha256": run.split_sha256,
+            "split_folds": str(run.split_folds),
+            "split_seed": str(run.split_seed),
+            "folds": ",".join(map(str, run.folds)),
+            "seed": str(run.seed),
+            "device": run.device,
+        }
+        flatten_params("config", run.config, params)
+        return params
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -164,20 +135,12 @@ class MlflowTracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
+    def _log_metrics(self, run_id: str, points: list) -> None:
+        for i in range(0, len(points), 500):
+            self.client.log_batch(run_id, metrics=points[i : i + 500])
 
-class RunHandle:
-    """The parent run of one ``avnbench run``: logs folds as child runs, then the aggregate."""
-
-    def __init__(self, tracker: MlflowTracker, experiment_id: str, run_id: str, entry, config: dict):
-        self.tracker = tracker
-        self.client = tracker.client
-        self.experiment_id = experiment_id
-        self.run_id = run_id
-        self.entry = entry
-        self.config = config
-        self._finished_folds = self._logged_folds()
-
-    def _logged_folds(self) -> set[int]:
+    def _finished_child_folds(self) -> set[int]:
+        """Folds whose child run finished; unfinished children (a run that stopped) become KILLED."""
         children = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.run_id}'", max_results=1000
         )
@@ -185,72 +148,98 @@ class RunHandle:
         for child in children:
             if child.info.status == "FINISHED" and FOLD_TAG in child.data.tags:
                 done.add(int(child.data.tags[FOLD_TAG]))
-            elif child.info.status != "FINISHED":
+            elif child.info.status in ("RUNNING", "SCHEDULED"):
                 self.client.set_terminated(child.info.run_id, status="KILLED")
         return done
 
-    def fold_is_logged(self, fold: int) -> bool:
-        return fold in self._finished_folds
-
-    def log_fold(self, job, result, metrics: dict[str, float]) -> None:
-        """A child run for one fold: params, metrics, training curves and artifacts."""
-        from mlflow.entities import Metric
-
-        from avnbench.methods import TrainingLog
-
+    def open_fold(self, job: "FoldJob") -> str:
+        """Create the fold's child run (RUNNING) with the params known before training."""
         tags = {
             PARENT_TAG: self.run_id,
             FOLD_TAG: str(job.fold),
             "mlflow.runName": f"{job.method}-{job.preset}-fold{job.fold}",
-        } | environment_tags(job.device)
-        child = self.client.create_run(self.experiment_id, tags=tags)
-        cid = child.info.run_id
-        params = {
+        } | environment_tags(job.device) | self._dataset_tags()
+        child_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
+        self._log_params(child_id, {
             "method": job.method,
             "preset": job.preset,
             "fold": str(job.fold),
             "n_train": str(len(job.train_ids)),
             "n_val": str(len(job.val_ids)),
-            "internal_val_cases": ",".join(result.internal_val_ids),
             "split_sha256": job.split_hash,
             "seed": str(job.seed),
-        }
+        })
+        self.open_children[job.fold] = child_id
+        return child_id
+
+    def log_training(self, job: "FoldJob", event: "TrainingEvent") -> None:
+        """One epoch's values, now, as ``train/<name>`` at step = epoch."""
+        from mlflow.entities import Metric
+
+        child_id = self.open_children.get(job.fold)
+        if child_id is None or not event.values:
+            return
+        now = _now_ms()
+        self._log_metrics(child_id, [Metric(TRAIN_PREFIX + k, v, now, event.epoch) for k, v in event.values.items()])
+
+    def finish_fold(self, job: "FoldJob", result: "FoldResult", metrics: dict[str, float], reused: bool) -> None:
+        """Scores, learned params and artifacts on the fold's child run, which becomes FINISHED.
+
+        A reused fold whose child run finished before is left alone; a reused fold without one
+        (a new fold selection, or a run that stopped before logging it) gets a child run now, its
+        curves read back from ``training_log.jsonl``.
+        """
+        from mlflow.entities import Metric
+
+        from avnbench.methods import TrainingLog
+
+        if job.fold in self.finished_folds:
+            return
+        child_id = self.open_children.pop(job.fold, None)
+        now = _now_ms()
+        points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        if child_id is None or reused:
+            child_id = self.open_fold(job)
+            del self.open_children[job.fold]
+            points += [
+                Metric(TRAIN_PREFIX + p["name"], p["value"], now, p["step"])
+                for p in TrainingLog(job.job_dir).read_metrics()
+            ]
+        params = {"internal_val_cases": ",".join(result.internal_val_ids)}
         learned = job.job_dir / "training_params.json"
         if learned.exists():
             for k, v in json.loads(learned.read_text(encoding="utf-8")).items():
                 params[f"learned.{k}"] = json.dumps(v) if not isinstance(v, str) else v
-        self.tracker._log_params(cid, params)
-        now = _now_ms()
-        points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        for p in TrainingLog(job.job_dir).read_metrics():
-            points.append(Metric(p["name"], p["value"], now, p["step"]))
-        for i in range(0, len(points), 500):
-            self.client.log_batch(cid, metrics=points[i : i + 500])
+        self._log_params(child_id, params)
+        self._log_metrics(child_id, points)
         artifacts = job.job_dir / "artifacts"
         if artifacts.is_dir() and any(artifacts.iterdir()):
-            self.client.log_artifacts(cid, str(artifacts))
+            self.client.log_artifacts(child_id, str(artifacts))
         with tempfile.TemporaryDirectory() as tmp:
             _write_cases_csv(result.rows, Path(tmp) / "cases.csv")
-            self.client.log_artifact(cid, str(Path(tmp) / "cases.csv"))
-        self.client.set_terminated(cid, status="FINISHED")
-        self._finished_folds.add(job.fold)
+            self.client.log_artifact(child_id, str(Path(tmp) / "cases.csv"))
+        self.client.set_terminated(child_id, status="FINISHED")
+        self.finished_folds.add(job.fold)
 
-    def finish(self, rows: list[dict], summary, metrics: dict[str, float]) -> None:
-        """Aggregate metrics, per-case table, plots and resolved config; the run is FINISHED."""
+    def finish(self, rows: list[dict], summary: Any, metrics: dict[str, float]) -> None:
+        """Aggregate metrics, per-case table, plots and resolved config; the run is FINISHED.
+
+        A reused finished parent already holds exactly these (nothing was computed): untouched.
+        """
         from mlflow.entities import Metric
 
+        if self.reused:
+            return
         now = _now_ms()
-        points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        for i in range(0, len(points), 500):
-            self.client.log_batch(self.run_id, metrics=points[i : i + 500])
+        self._log_metrics(self.run_id, [Metric(k, float(v), now, 0) for k, v in metrics.items()])
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _write_cases_csv(rows, tmp / "cases.csv")
-            (tmp / "config.json").write_text(json.dumps(self.config, indent=2), encoding="utf-8")
+            (tmp / "config.json").write_text(json.dumps(self.info.config, indent=2), encoding="utf-8")
             (tmp / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
             plots = tmp / "plots"
             plots.mkdir()
-            _make_plots(rows, summary, self.entry.card.task, plots)
+            _make_plots(rows, summary, self.info.task, plots)
             for p in [tmp / "cases.csv", tmp / "config.json", tmp / "summary.json"]:
                 self.client.log_artifact(self.run_id, str(p))
             if any(plots.iterdir()):
@@ -258,17 +247,76 @@ class RunHandle:
         self.client.set_terminated(self.run_id, status="FINISHED")
 
     def abort(self) -> None:
-        """Mark the parent run killed (an interrupted run); re-running resumes it."""
+        """Open child runs and the parent become KILLED; re-running the command resumes them."""
         try:
-            self.client.set_terminated(self.run_id, status="KILLED")
+            for child_id in self.open_children.values():
+                self.client.set_terminated(child_id, status="KILLED")
+            if not self.reused:
+                self.client.set_terminated(self.run_id, status="KILLED")
         except Exception:  # the store may be what failed; the on-disk fold results are what matter
             pass
 
 
-def _now_ms() -> int:
-    import time
+# Runs between avnbench_run_started and avnbench_run_finished/_aborted, by (store, selection key).
+_OPEN_RUNS: dict[tuple[str, str], TrackedRun] = {}
 
-    return int(time.time() * 1000)
+
+def _open_run(run: "RunInfo") -> TrackedRun | None:
+    if run.tracking_uri is None:
+        return None
+    return _OPEN_RUNS.get((run.tracking_uri, run.selection_key))
+
+
+@hookimpl
+def avnbench_run_started(run: "RunInfo") -> dict[str, str] | None:
+    """Open (or resume, or reuse) the parent run; returns its id under ``mlflow.parent_run_id``."""
+    if run.tracking_uri is None:
+        return None
+    tracked = TrackedRun(run)
+    _OPEN_RUNS[(run.tracking_uri, run.selection_key)] = tracked
+    return {PARENT_RUN_REF: tracked.run_id, REUSED_REF: str(tracked.reused).lower()}
+
+
+@hookimpl
+def avnbench_fold_started(run: "RunInfo", job: "FoldJob") -> None:
+    """Open the fold's child run, so that it is visible (RUNNING) while the fold trains."""
+    tracked = _open_run(run)
+    if tracked is not None:
+        tracked.open_fold(job)
+
+
+@hookimpl
+def avnbench_training_event(run: "RunInfo", job: "FoldJob", event: "TrainingEvent") -> None:
+    """Log the epoch's values to the fold's child run right away."""
+    tracked = _open_run(run)
+    if tracked is not None:
+        tracked.log_training(job, event)
+
+
+@hookimpl
+def avnbench_fold_finished(run: "RunInfo", job: "FoldJob", result: "FoldResult", metrics, reused: bool) -> None:
+    """Complete the fold's child run (or create it for a reused fold that has none)."""
+    tracked = _open_run(run)
+    if tracked is not None:
+        tracked.finish_fold(job, result, dict(metrics), reused)
+
+
+@hookimpl
+def avnbench_run_finished(run: "RunInfo", rows, summary, metrics) -> None:
+    """Log the aggregate and close the parent run."""
+    tracked = _open_run(run)
+    if tracked is not None:
+        tracked.finish(list(rows), summary, dict(metrics))
+        _OPEN_RUNS.pop((run.tracking_uri, run.selection_key), None)
+
+
+@hookimpl
+def avnbench_run_aborted(run: "RunInfo", reason: str) -> None:
+    """Mark what was open KILLED."""
+    tracked = _open_run(run)
+    if tracked is not None:
+        tracked.abort()
+        _OPEN_RUNS.pop((run.tracking_uri, run.selection_key), None)
 
 
 def _write_cases_csv(rows: list[dict], path: Path) -> None:

@@ -1,0 +1,191 @@
+"""Planning: the one way (method, fold) jobs are made, and the order methods run in.
+
+:func:`plan_fold_jobs` turns a method, a dataset and a preset into :class:`FoldJob`\ s (used by
+the runner, the conformance kit and the benchmarks alike); :func:`fold_cases` carves each job's
+training cases; :func:`method_for_fit` and :func:`method_for_predict` make the two instances a
+job uses; :func:`order_methods` orders methods by what their cards say they build on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from avnbench.data.dataset import Case, Dataset, load_dataset
+from avnbench.data.splits import SplitsMeta, carve_validation, ensure_splits
+from avnbench.errors import ConfigError, PluginError
+from avnbench.jobs import FoldJob, code_versions, run_key_for
+from avnbench.methods import JobContext, Method, TrainingListener, TrainingLog
+from avnbench.plugins import Registry, load_registry
+from avnbench.workfolder import job_dir_for, shared_dir_for
+
+VALIDATION_FRACTION = 0.2
+
+
+def resolve_device(device: str) -> Literal["cpu", "cuda"]:
+    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"unknown device {device!r}. Available: auto, cpu, cuda")
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if device == "cuda" and not has_cuda:
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return "cuda" if has_cuda else "cpu"
+
+
+# --- planning: the one way a fold job is made -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The jobs of one method on one dataset, and what they were planned from."""
+
+    entry: Any  # the registry's RegisteredMethod
+    dataset: Dataset
+    split_meta: SplitsMeta
+    config: dict[str, Any]
+    device: Literal["cpu", "cuda"]
+    run_key: str
+    folds: list[int]
+    jobs: list[FoldJob]
+
+
+def plan_fold_jobs(
+    method: str,
+    dataset_dir: Path,
+    workdir: Path,
+    preset: str = "quick",
+    folds: Sequence[int] | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    registry: Registry | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> RunPlan:
+    """The :class:`FoldJob` of each selected fold (all when ``folds`` is None).
+
+    A dataset without a split gets one with 5 folds. ``config_overrides`` are applied on top of
+    the preset (the conformance kit's keyword arguments); ``seed`` seeds the method and the
+    internal validation carve.
+    """
+    registry = registry or load_registry()
+    entry = registry.get(method)
+    dataset = load_dataset(dataset_dir)
+    fold_list, split_meta = ensure_splits(dataset, seed=0)
+    selected = list(range(len(fold_list))) if folds is None else sorted(set(folds))
+    bad = [k for k in selected if not 0 <= k < len(fold_list)]
+    if bad:
+        raise ConfigError(f"fold(s) {bad} do not exist; the split has folds 0..{len(fold_list) - 1}")
+    config = entry.cls.Config.preset(preset, seed=seed, **(config_overrides or {}))
+    config_dict = config.model_dump(mode="json")
+    dev = resolve_device(device)
+    code = code_versions(entry)
+    key = run_key_for(method, preset, config_dict, dataset.fingerprint, split_meta.sha256, code)
+    jobs = [
+        FoldJob(
+            method=method,
+            preset=preset,
+            config=config_dict,
+            dataset_dir=dataset.root.resolve(),
+            dataset_fingerprint=dataset.fingerprint,
+            fold=k,
+            train_ids=fold_list[k].train,
+            val_ids=fold_list[k].val,
+            device=dev,
+            job_dir=job_dir_for(workdir, dataset.name, method, preset, k).resolve(),
+            shared_dir=shared_dir_for(workdir, dataset.name).resolve(),
+            split_hash=split_meta.sha256,
+            splits_file=dataset.splits_path.resolve(),
+            run_key=key,
+            seed=seed,
+            **code.model_dump(),
+        )
+        for k in selected
+    ]
+    return RunPlan(entry, dataset, split_meta, config_dict, dev, key, selected, jobs)
+
+
+def fold_cases(job: FoldJob, dataset: Dataset) -> tuple[list[Case], list[Case], list[Case]]:
+    """The job's ``(fit_train, fit_val, val_cases)``: ``fit`` gets the first two, carved by
+    patient out of the fold's training cases (seed ``seed + fold``); ``predict`` the third."""
+    fit_train, fit_val = carve_validation(
+        dataset.subset(job.train_ids), VALIDATION_FRACTION, seed=job.seed + job.fold
+    )
+    val_cases = dataset.subset(job.val_ids)
+    if {c.case_id for c in fit_train + fit_val} & set(job.val_ids):
+        raise PluginError("internal error: a validation case reached training")  # defensive
+    return fit_train, fit_val, val_cases
+
+
+def method_for_fit(
+    cls: type[Method], job: FoldJob, dataset: Dataset, training_listener: TrainingListener | None = None
+) -> Method:
+    """An instance of ``cls`` with the job's config, :class:`JobContext` and training log."""
+    method = cls(cls.Config.model_validate(job.config))
+    method.context = JobContext(
+        dataset_dir=dataset.root,
+        dataset_name=dataset.name,
+        dataset_fingerprint=job.dataset_fingerprint,
+        splits_file=job.splits_file,
+        split_hash=job.split_hash,
+        fold=job.fold,
+        preset=job.preset,
+        seed=job.seed,
+        shared_dir=job.shared_dir,
+    )
+    method.log = TrainingLog(job.job_dir, listener=training_listener)
+    return method
+
+
+def method_for_predict(cls: type[Method], job: FoldJob) -> Method:
+    """A fresh instance for ``predict``: the job's config and log, no context (so no dataset
+    folder, split or shared folder); it must rely on what ``fit`` left in the job folder."""
+    method = cls(cls.Config.model_validate(job.config))
+    method.log = TrainingLog(job.job_dir)
+    return method
+
+
+# --- ordering by declaration ---------------------------------------------------------------------
+
+
+def order_methods(names: Sequence[str], registry: Registry) -> list[str]:
+    """``names`` with every method after the methods its card ``builds_on`` (directly or through
+    others: an ensemble after its members), otherwise in the given order. Only the given names
+    are returned: a member not among them is the method's own business (it may train it itself).
+    A dependency cycle or an unregistered dependency is a ConfigError."""
+    needs: dict[str, set[str]] = {}  # every method a method builds on, transitively
+
+    def visit(name: str, path: list[str]) -> set[str]:
+        if name in path:
+            cycle = " -> ".join(path[path.index(name):] + [name])
+            raise ConfigError(f"methods build on each other in a cycle ({cycle}); fix their cards' builds_on")
+        if name not in needs:
+            found: set[str] = set()
+            for member in registry.get(name).card.builds_on:
+                try:
+                    registry.get(member)
+                except ConfigError:
+                    raise ConfigError(
+                        f"method {name!r} builds on {member!r}, which is not registered; install the "
+                        "plugin that provides it (avnbench methods lists the registered ones)"
+                    ) from None
+                found |= {member} | visit(member, path + [name])
+            needs[name] = found
+        return needs[name]
+
+    for name in names:
+        visit(name, [])
+    ordered: list[str] = []
+    pending = list(dict.fromkeys(names))
+    while pending:  # the first method whose invoked dependencies have all been placed
+        ready = next(n for n in pending if not (needs[n] & set(pending)))
+        ordered.append(ready)
+        pending.remove(ready)
+    return ordered

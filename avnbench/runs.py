@@ -1,0 +1,53 @@
+"""What the lifecycle hooks of :mod:`avnbench.hookspecs` are told about a run.
+
+:class:`RunInfo` is built once per ``run_benchmark`` call (one method on one dataset over a fold
+selection) and handed, unchanged, to every lifecycle hook. It is plain data, so a plugin can
+record it anywhere (MLflow, a database, a chat message) without importing the runner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunInfo(BaseModel):
+    """One method on one dataset over a selection of folds, as the hooks see it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    task: Literal["segmentation", "classification"]
+    classes: list[str] | None = None
+    plugin: str = Field(description="name under which the method's plugin is registered")
+    plugin_distribution: str | None = None
+    plugin_version: str | None = None
+    preset: str
+    config: dict[str, Any] = Field(description="the resolved method config (preset plus overrides)")
+    dataset_name: str
+    dataset_fingerprint: str
+    dataset_synthetic: bool
+    dataset_root: Path
+    split_sha256: str
+    split_folds: int = Field(description="number of folds of the dataset's split")
+    split_seed: int = Field(description="seed the split was made with; -1 for a user-provided split")
+    folds: list[int] = Field(description="the folds this run covers")
+    reused_folds: list[int] = Field(
+        default_factory=list, description="folds whose finished results are reused, not recomputed"
+    )
+    seed: int
+    device: Literal["cpu", "cuda"]
+    run_key: str = Field(description="hash of (method, preset, config, dataset fingerprint, split)")
+    tracking_uri: str | None = Field(default=None, description="MLflow store; None: no MLflow tracking")
+
+    @property
+    def selection_key(self) -> str:
+        """The run key plus the fold selection: one parent run in a tracking store per value."""
+        return f"{self.run_key}-folds{'_'.join(map(str, self.folds))}"
+
+    @property
+    def computes_nothing(self) -> bool:
+        """True when every fold's result is reused: the run only re-reports finished work."""
+        return set(self.folds) <= set(self.reused_folds)
