@@ -14,13 +14,8 @@ from avnbench.data.dataset import Geometry, load_dataset
 from avnbench.errors import DataError
 from avnbench.data.importing import import_dataset
 from avnbench.data.splits import write_splits
-from avnbench.data.validation import (
-    check_dataset,
-    geometry_mismatch,
-    grid_mismatch,
-    intensity_problem,
-    label_value_problem,
-)
+from avnbench.data.image_checks import geometry_mismatch, grid_mismatch, intensity_problem, label_value_problem
+from avnbench.data.validation import check_dataset
 
 
 def _hip(side: str, seed: int, cap: float):

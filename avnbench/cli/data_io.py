@@ -140,7 +140,8 @@ def _format_counts(counts: dict[str, int]) -> str:
 @click.option("--case", "case_id", required=True, help="Case id to show.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
 @click.option("--pixel-mm", default=0.4, show_default=True, help="Pixel size of the reformatted planes (mm).")
-def preview_cmd(dataset_dir: Path, case_id: str, out: Path, pixel_mm: float) -> None:
+@click.option("--force", is_flag=True, help="Overwrite an existing PNG.")
+def preview_cmd(dataset_dir: Path, case_id: str, out: Path, pixel_mm: float, force: bool) -> None:
     """Write a PNG of one case: mid-axial and mid-coronal planes with the labels overlaid."""
     from avnbench.cli.display import console
     from avnbench.errors import ConfigError
@@ -148,7 +149,5 @@ def preview_cmd(dataset_dir: Path, case_id: str, out: Path, pixel_mm: float) -> 
 
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out {out}: the preview is a PNG; give a file name ending in .png")
-    if pixel_mm <= 0:
-        raise ConfigError(f"--pixel-mm must be > 0, got {pixel_mm}")
-    path = render_preview(dataset_dir, case_id, out, pixel_mm=pixel_mm)
+    path = render_preview(dataset_dir, case_id, out, pixel_mm=pixel_mm, force=force)
     console.print(f"wrote {path}")
