@@ -111,14 +111,14 @@ def check_cmd(dataset_dir: Path, no_grades: bool) -> None:
     summary.add_row("split", f"{split.folds} folds, seed {split.seed}, sha256 {split.sha256[:12]}" if split else "none")
     console.print(summary)
     if report.issues:
-        issues = Table(title=f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
-        issues.add_column("severity")
-        issues.add_column("case")
-        issues.add_column("problem", overflow="fold")
+        from rich.text import Text
+
+        console.print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s):")
+        # One unwrapped line per issue, so paths stay whole for copying and grepping.
         for i in report.issues:
-            colour = "red" if i.severity == "error" else "yellow"
-            issues.add_row(f"[{colour}]{i.severity.upper()}[/{colour}]", i.case_id or "-", i.message)
-        console.print(issues)
+            line = Text(f"{i.severity.upper()} ", style="red" if i.severity == "error" else "yellow")
+            line.append(f"[{i.case_id or '-'}] {i.message}")
+            console.print(line, soft_wrap=True)
     if not report.ok:
         console.print(f"[red]{len(report.errors)} error(s)[/red]: fix them before benchmarking")
         raise SystemExit(1)

@@ -89,8 +89,8 @@ def make_splits(cases: Sequence[Case], n_folds: int = 5, seed: int = 0) -> tuple
 
 def validate_split(dataset: Dataset, folds: Sequence[Fold]) -> None:
     """Refuse a split the benchmark cannot use, with one line naming ``splits_final.json``: a
-    case not in the dataset, a case in train and val of one fold, a patient in train and val of
-    one fold, or a case not in exactly one validation fold."""
+    case not in the dataset, a case not in exactly one validation fold, or a patient (or case)
+    in both train and val of one fold."""
     source = dataset.root / SPLITS_FILE
     redo = f"regenerate it with 'avnbench data split {dataset.root} --force'"
     if not folds:
@@ -99,12 +99,6 @@ def validate_split(dataset: Dataset, folds: Sequence[Fold]) -> None:
     unknown = sorted({c for f in folds for c in f.train + f.val} - set(pid))
     if unknown:
         raise DataError(f"{source}: names cases not in the dataset: {', '.join(unknown[:5])}; {redo}")
-    for k, f in enumerate(folds):
-        shared = sorted({pid[c] for c in f.train} & {pid[c] for c in f.val})
-        if shared:
-            both = sorted(set(f.train) & set(f.val))
-            cases = f" (case(s) {', '.join(both[:5])} in both)" if both else ""
-            raise DataError(f"{source}: fold {k} leaks patient(s) {', '.join(shared[:5])} between train and val{cases}; {redo}")
     val_count = Counter(c for f in folds for c in f.val)
     missing = [c for c in pid if c not in val_count]
     if missing:
@@ -112,7 +106,12 @@ def validate_split(dataset: Dataset, folds: Sequence[Fold]) -> None:
     twice = sorted(c for c, n in val_count.items() if n > 1)
     if twice:
         raise DataError(f"{source}: case(s) in several validation folds: {', '.join(twice[:5])}; {redo}")
-
+    for k, f in enumerate(folds):
+        shared = sorted({pid[c] for c in f.train} & {pid[c] for c in f.val})
+        if shared:
+            both = sorted(set(f.train) & set(f.val))
+            cases = f" (case(s) {', '.join(both[:5])} in both)" if both else ""
+            raise DataError(f"{source}: fold {k} leaks patient(s) {', '.join(shared[:5])} between train and val{cases}; {redo}")
 
 def write_splits(dataset: Dataset, n_folds: int = 5, seed: int = 0, force: bool = False) -> SplitsMeta:
     """Make the dataset's split and write ``splits_final.json`` and ``splits.meta.json``."""
