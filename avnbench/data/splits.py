@@ -12,7 +12,6 @@ import json
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, RootModel
