@@ -315,7 +315,7 @@ ROWS = [
         code=1, stream="out"),
     Row("case-in-train-and-val", edit_split(_train_and_val), ["data", "split", "{w}/ds", "--folds", "2"], "leaks patient(s)", also=("in both",)),
     # writing: read-only folders, a full disk, a second writer
-    Row("read-only-import", read_only("ro"), ["data", "import", "{w}/src/m.csv", "--out", "{w}/ro/out"], "ro"),
+    Row("read-only-import", read_only("ro"), ["data", "import", "{w}/src/m.csv", "--out", "{w}/ro/out"], "ro is not writable"),
     Row("read-only-split", split_in_read_only_dataset, ["data", "split", "{w}/ds", "--folds", "2"], "not writable"),
     Row("read-only-score", read_only("ro"), [*SCORE, "--out", "{w}/ro/scores.csv"], "not writable"),
     Row("full-disk-import", full_disk, [*IMPORT, *PHANTOM_GRID], "the disk may be full"),
