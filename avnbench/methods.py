@@ -177,9 +177,9 @@ class PredictCase(BaseModel):
 
     def read_image(self):
         """The image as a SimpleITK image (through the project's one checked reader)."""
-        from avnbench.data.dataset import read_sitk
+        from avnbench.data.imageio import read_image
 
-        return read_sitk(self.image_path)
+        return read_image(self.image_path)
 
     def image_array(self) -> np.ndarray:
         """Image intensities, float32, array order (z, y, x)."""

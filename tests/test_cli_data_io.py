@@ -210,6 +210,8 @@ def test_bad_case_files_are_one_line_errors_and_write_nothing(source, tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("keep me")
+    for name in ("dataset.json", "cases.json"):  # --force replaces only an earlier dataset
+        (out / name).write_text("{}")
     before = tree(out)
     code, _, err = _import(source, out, capsys, "--force")
     assert_one_line_error(code, err, *needles)
@@ -260,6 +262,11 @@ def test_non_empty_out_needs_force_and_is_left_alone(source, tmp_path, capsys):
     code, _, err = _import(source, out, capsys)
     assert_one_line_error(code, err, str(out), "not empty", "--force")
     assert tree(out) == before
+    code, _, err = _import(source, out, capsys, "--force")  # --force replaces only a dataset
+    assert_one_line_error(code, err, str(out), "not an avnbench dataset")
+    assert tree(out) == before
+    for name in ("dataset.json", "cases.json"):
+        (out / name).write_text("{}")
     code, stdout, err = _import(source, out, capsys, "--force", "--name", "hips-v1")
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["cases.json", "dataset.json", "imagesTr", "labelsTr"]

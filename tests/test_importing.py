@@ -12,7 +12,9 @@ import SimpleITK as sitk
 
 from avnbench.data.dataset import load_dataset
 from avnbench.errors import ConfigError, DataError
-from avnbench.data.importing import import_dataset, read_manifest, target_grid
+from avnbench.data.importing import import_dataset
+from avnbench.data.resampling import target_grid
+from avnbench.data.sources import read_manifest
 
 SPACING = (1.0, 0.6, 0.6)
 SHAPE = (20, 36, 36)
@@ -315,9 +317,11 @@ def test_a_failing_case_leaves_out_untouched_and_no_temp_folder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
+    for name in ("dataset.json", "cases.json"):  # --force replaces only an earlier dataset
+        (out / name).write_text("{}")
     with pytest.raises(DataError, match=r"bad_seg.nii.gz: label values 3 outside \{0, 1, 2\}"):
         import_dataset(src / "m.csv", out, target_spacing_zyx=SPACING, target_shape_zyx=SHAPE, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["cases.json", "dataset.json", "keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
     # refusing without --force touches nothing either
     with pytest.raises(ConfigError, match="not empty"):
@@ -398,14 +402,14 @@ def test_default_names_are_made_safe(tmp_path):
 
 
 def test_dicom_folder_must_hold_exactly_one_series(tmp_path):
-    from avnbench.data.validation import read_image_checked
+    from avnbench.data.imageio import read_image
 
     image, _, _ = make_hip(shape_zyx=(6, 12, 12))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty: no DICOM series in this folder"):
-        read_image_checked(tmp_path / "empty")
+        read_image(tmp_path / "empty")
     write_dicom_series(image, tmp_path / "two", series=1, prefix="a")
-    assert read_image_checked(tmp_path / "two").GetSize() == (12, 12, 6)
+    assert read_image(tmp_path / "two").GetSize() == (12, 12, 6)
     write_dicom_series(image, tmp_path / "two", series=2, prefix="b")
     with pytest.raises(DataError, match="two: 2 DICOM series in one folder; put each series in its own folder"):
-        read_image_checked(tmp_path / "two")
+        read_image(tmp_path / "two")

@@ -80,3 +80,41 @@ def test_internal_validation_is_carved_by_patient(tiny_dataset):
     assert val and fit
     assert {c.patient_id for c in fit}.isdisjoint({c.patient_id for c in val})
     assert {c.case_id for c in fit + val} == set(folds[0].train)
+
+
+def _move_first_val_case(folds, to_fold):
+    case = folds[0]["val"][0]
+    folds[to_fold]["val"].append(case)
+    if case in folds[to_fold]["train"]:
+        folds[to_fold]["train"].remove(case)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda f: f[0]["val"].pop(), "in no validation fold"),
+        (lambda f: _move_first_val_case(f, 1), "in several validation folds"),
+        (lambda f: f[0]["train"].append("ghost"), "names cases not in the dataset: ghost"),
+        (lambda f: f[0]["train"].append(f[0]["val"][0]), "leaks patient"),
+        (lambda f: f.clear(), "no folds"),
+    ],
+)
+def test_validate_split_refuses_unusable_splits(tiny_dataset, edit, expected):
+    from avnbench.data.splits import Fold, validate_split
+
+    folds = json.loads(tiny_dataset.splits_path.read_text())
+    validate_split(tiny_dataset, [Fold.model_validate(f) for f in folds])  # the real split is fine
+    edit(folds)
+    with pytest.raises(DataError, match=expected) as info:
+        validate_split(tiny_dataset, [Fold.model_validate(f) for f in folds])
+    assert "splits_final.json" in str(info.value)
+
+
+def test_corrupt_splits_meta_is_one_line(tiny_dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dataset.root, copy)
+    (copy / "splits.meta.json").write_text("{")
+    with pytest.raises(DataError, match=r"splits.meta.json: invalid splits.meta.json .*--force"):
+        read_splits(load_dataset(copy))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,13 +15,8 @@ from avnbench.data.dataset import Geometry, load_dataset
 from avnbench.errors import DataError
 from avnbench.data.importing import import_dataset
 from avnbench.data.splits import write_splits
-from avnbench.data.validation import (
-    check_dataset,
-    geometry_mismatch,
-    grid_mismatch,
-    intensity_problem,
-    label_value_problem,
-)
+from avnbench.data.image_checks import geometry_mismatch, grid_mismatch, intensity_problem, label_value_problem
+from avnbench.data.validation import check_dataset
 
 
 def _hip(side: str, seed: int, cap: float):
@@ -230,3 +226,108 @@ def test_grid_mismatch_names_the_first_difference():
 def test_grades_can_be_skipped(clean_dataset):
     report = check_dataset(clean_dataset, grade=False)
     assert report.ok and all(c.computed_steinberg is None for c in report.cases)
+
+
+# ----------------------------------------------------------------------------- the one reader and writer
+
+
+def _oblique_int16():
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(-100, 3000, (7, 9, 11)).astype(np.int16))
+    image.SetDirection((1, 0, 0, 0, 0.955336, -0.29552, 0, 0.29552, 0.955336))
+    image.SetSpacing((0.5, 0.7, 1.3))
+    image.SetOrigin((1.0, -2.0, 3.0))
+    return image
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha", ".nrrd"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32])
+def test_read_image_gives_what_sitk_reads(tmp_path, suffix, dtype):
+    from avnbench.data.imageio import read_image, write_image
+
+    source = _oblique_int16()
+    image = sitk.GetImageFromArray((sitk.GetArrayFromImage(source) % 3).astype(dtype))
+    image.CopyInformation(source)
+    path = write_image(image, tmp_path / f"x{suffix}")
+    ours, theirs = read_image(path, kind="label"), sitk.ReadImage(str(path))
+    assert ours.GetPixelID() == theirs.GetPixelID()
+    assert (ours.GetSize(), ours.GetSpacing(), ours.GetOrigin(), ours.GetDirection()) == (
+        theirs.GetSize(), theirs.GetSpacing(), theirs.GetOrigin(), theirs.GetDirection())
+    assert np.array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(theirs))
+    assert [p.name for p in tmp_path.iterdir()] == [f"x{suffix}"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("content", "kind", "expected"),
+    [
+        (lambda a: a.astype(np.float32) + 0.5, "label", "label values"),
+        (lambda a: np.where(a == 0, np.nan, a).astype(np.float32), "image", "NaN intensities"),
+        (lambda a: a.astype(np.float32) * 1e3, "image", None),
+    ],
+)
+def test_read_image_checks_values_by_kind(tmp_path, content, kind, expected):
+    from avnbench.data.imageio import read_image
+
+    source = _oblique_int16()
+    image = sitk.GetImageFromArray(content(sitk.GetArrayFromImage(source) % 3))
+    image.CopyInformation(source)
+    sitk.WriteImage(image, str(tmp_path / "x.nii.gz"))
+    if expected is None:
+        assert read_image(tmp_path / "x.nii.gz", kind=kind).GetSize() == source.GetSize()
+    else:
+        with pytest.raises(DataError, match=expected):
+            read_image(tmp_path / "x.nii.gz", kind=kind)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    from avnbench.data import imageio
+
+    path = imageio.write_image(_oblique_int16(), tmp_path / "x.nii.gz")
+    before = path.read_bytes()
+    monkeypatch.setattr(imageio, "_itk_write", lambda image, p, level: Path(p).write_bytes(before[:100]))
+    with pytest.raises(DataError, match="x.nii.gz: writing failed .*the disk may be full"):
+        imageio.write_image(_oblique_int16(), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.nii.gz"]
+
+
+def test_the_lock_refuses_a_second_holder_and_is_released(tmp_path):
+    import os
+
+    from avnbench.data.files import exclusive_lock
+
+    with exclusive_lock(tmp_path / "out") as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(DataError, match=rf"another avnbench process \(pid {os.getpid()}\)"):
+            with exclusive_lock(tmp_path / "out"):
+                pass
+    assert not lock.exists()
+    with exclusive_lock(tmp_path / "out"):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: d["cases"][0].update(case_id="../x"), "case_id '../x' must be"),
+        (lambda d: d["cases"][0].update(case_id="x" * 101), "(101 characters)"),
+        (lambda d: d["cases"][0].update(side="left"), "cases.0.side"),
+        (lambda d: d.update(cases=d["cases"] + d["cases"][:1]), "duplicate case ids c0"),
+    ],
+)
+def test_cases_json_contract(dataset, edit, expected):
+    cases = json.loads((dataset / "cases.json").read_text())
+    edit(cases)
+    (dataset / "cases.json").write_text(json.dumps(cases))
+    with pytest.raises(DataError, match=re.escape(expected)) as info:
+        load_dataset(dataset)
+    assert "cases.json" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_files_outside_the_dataset_and_missing_files(dataset, tmp_path):
+    image = dataset / "imagesTr" / "c0_0000.nii.gz"
+    shutil.move(image, tmp_path / "elsewhere.nii.gz")
+    with pytest.raises(DataError, match="c0_0000.nii.gz not found"):
+        load_dataset(dataset)
+    assert load_dataset(dataset, require_files=False).missing_files()[0][1] == image
+    image.symlink_to(tmp_path / "elsewhere.nii.gz")
+    with pytest.raises(DataError, match="outside"):
+        load_dataset(dataset)

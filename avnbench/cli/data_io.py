@@ -111,14 +111,14 @@ def check_cmd(dataset_dir: Path, no_grades: bool) -> None:
     summary.add_row("split", f"{split.folds} folds, seed {split.seed}, sha256 {split.sha256[:12]}" if split else "none")
     console.print(summary)
     if report.issues:
-        issues = Table(title=f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
-        issues.add_column("severity")
-        issues.add_column("case")
-        issues.add_column("problem", overflow="fold")
+        from rich.text import Text
+
+        console.print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s):")
+        # One unwrapped line per issue, so paths stay whole for copying and grepping.
         for i in report.issues:
-            colour = "red" if i.severity == "error" else "yellow"
-            issues.add_row(f"[{colour}]{i.severity.upper()}[/{colour}]", i.case_id or "-", i.message)
-        console.print(issues)
+            line = Text(f"{i.severity.upper()} ", style="red" if i.severity == "error" else "yellow")
+            line.append(f"[{i.case_id or '-'}] {i.message}")
+            console.print(line, soft_wrap=True)
     if not report.ok:
         console.print(f"[red]{len(report.errors)} error(s)[/red]: fix them before benchmarking")
         raise SystemExit(1)
@@ -140,7 +140,8 @@ def _format_counts(counts: dict[str, int]) -> str:
 @click.option("--case", "case_id", required=True, help="Case id to show.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
 @click.option("--pixel-mm", default=0.4, show_default=True, help="Pixel size of the reformatted planes (mm).")
-def preview_cmd(dataset_dir: Path, case_id: str, out: Path, pixel_mm: float) -> None:
+@click.option("--force", is_flag=True, help="Overwrite an existing PNG.")
+def preview_cmd(dataset_dir: Path, case_id: str, out: Path, pixel_mm: float, force: bool) -> None:
     """Write a PNG of one case: mid-axial and mid-coronal planes with the labels overlaid."""
     from avnbench.cli.display import console
     from avnbench.errors import ConfigError
@@ -148,7 +149,5 @@ def preview_cmd(dataset_dir: Path, case_id: str, out: Path, pixel_mm: float) -> 
 
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out {out}: the preview is a PNG; give a file name ending in .png")
-    if pixel_mm <= 0:
-        raise ConfigError(f"--pixel-mm must be > 0, got {pixel_mm}")
-    path = render_preview(dataset_dir, case_id, out, pixel_mm=pixel_mm)
+    path = render_preview(dataset_dir, case_id, out, pixel_mm=pixel_mm, force=force)
     console.print(f"wrote {path}")

@@ -54,7 +54,8 @@ def score(pred_dir: Path, dataset_dir: Path, out_csv: Path | None, case_ids: tup
 
     from avnbench.cli.display import console
     from avnbench.data.dataset import load_dataset
-    from avnbench.errors import ConfigError
+    from avnbench.data.files import make_folder, output_folder, write_text_atomic
+    from avnbench.errors import ConfigError, DataError
     from avnbench.evaluation.scoring import score_folder
     from avnbench.evaluation.summaries import summarize_segmentation
 
@@ -65,6 +66,7 @@ def score(pred_dir: Path, dataset_dir: Path, out_csv: Path | None, case_ids: tup
     plot_paths = [out_csv.with_name(out_csv.stem + s) for s in ("_relative_volume.png",
                                                                "_bland_altman.png")]
     outputs = [out_csv, summary_json] + (plot_paths if plots else [])
+    output_folder(out_csv.parent, "--out")  # refuse a file in the way or a read-only folder now
     existing = [p for p in outputs if p.exists()]
     if existing and not force:
         raise ConfigError(
@@ -75,8 +77,8 @@ def score(pred_dir: Path, dataset_dir: Path, out_csv: Path | None, case_ids: tup
     rows = score_folder(pred_dir, dataset, list(case_ids) or None)
     summary = summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed)
 
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out_csv, index=False)
+    make_folder(out_csv.parent, "--out")
+    write_text_atomic(out_csv, pd.DataFrame(rows).to_csv(index=False))
     payload = {
         "dataset": dataset.name,
         "synthetic": dataset.synthetic,
@@ -85,13 +87,17 @@ def score(pred_dir: Path, dataset_dir: Path, out_csv: Path | None, case_ids: tup
         "seed": seed,
         **summary.model_dump(),
     }
-    summary_json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(summary_json, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     written = [out_csv, summary_json]
     if plots:
         from avnbench.reporting import plots as plotting
 
-        written += [plotting.plot_relative_volume(rows, plot_paths[0]),
-                    plotting.plot_bland_altman(rows, plot_paths[1])]
+        try:
+            written += [plotting.plot_relative_volume(rows, plot_paths[0]),
+                        plotting.plot_bland_altman(rows, plot_paths[1])]
+        except OSError as e:
+            raise DataError(f"{plot_paths[0].parent}: cannot write the plots ({e.strerror or e}); "
+                            "the disk may be full or the folder not writable") from None
 
     console.print(_summary_table(summary.metrics, dataset.name, dataset.synthetic, len(rows)))
     for note in summary.notes:

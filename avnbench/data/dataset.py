@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from avnbench.errors import DataError
 
@@ -32,6 +33,9 @@ FILE_ENDING = ".nii.gz"
 CASES_FILE = "cases.json"
 SPLITS_FILE = "splits_final.json"
 SPLITS_META_FILE = "splits.meta.json"
+#: A case id becomes a file name: letters, digits, '.', '_', '-', starting with a letter or digit.
+CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+CASE_ID_MAX_LENGTH = 100
 
 Vector3 = tuple[float, float, float]
 
@@ -112,6 +116,18 @@ class Landmarks(_Strict):
     )
 
 
+def case_id_problem(case_id: str) -> str | None:
+    """Why ``case_id`` cannot be a case id (it becomes a file name), or None. The one rule, used
+    by ``cases.json`` and by import."""
+    if not CASE_ID_PATTERN.match(case_id) or len(case_id) > CASE_ID_MAX_LENGTH:
+        shown = repr(case_id) if len(case_id) <= 40 else f"{case_id[:37]!r}... ({len(case_id)} characters)"
+        return (
+            f"case_id {shown} must be 1-{CASE_ID_MAX_LENGTH} letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (it becomes a file name)"
+        )
+    return None
+
+
 class CaseMeta(_Strict):
     """One case's entry in ``cases.json``."""
 
@@ -128,6 +144,14 @@ class CaseMeta(_Strict):
         description="Quantities measured on the reference label map (necrosis %, Kerboul, ...)",
     )
     grade_sources: dict[str, Literal["given", "computed"]] = Field(default_factory=dict)
+
+    @field_validator("case_id")
+    @classmethod
+    def _case_id_is_a_file_name(cls, value: str) -> str:
+        problem = case_id_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class CasesFile(_Strict):
@@ -146,7 +170,7 @@ class DatasetJson(BaseModel):
 
     channel_names: dict[str, str]
     labels: dict[str, int | list[int]]
-    numTraining: int
+    numTraining: int = Field(ge=0)
     file_ending: str
     name: str | None = None
 
@@ -171,14 +195,18 @@ class Case(_Strict):
         return self.meta.geometry.spacing_zyx
 
     def read_image(self):
-        """The image as a SimpleITK image."""
-        return read_sitk(self.image_path)
+        """The image as a checked SimpleITK image (:func:`avnbench.data.imageio.read_image`)."""
+        from avnbench.data.imageio import read_image
+
+        return read_image(self.image_path, kind="image")
 
     def read_label(self):
-        """The reference label map as a SimpleITK image."""
+        """The reference label map as a checked SimpleITK image, values in {0, 1, 2}."""
+        from avnbench.data.imageio import read_image
+
         if self.label_path is None:
             raise DataError(f"case {self.case_id} has no reference label map")
-        return read_sitk(self.label_path)
+        return read_image(self.label_path, kind="label")
 
     def image_array(self) -> np.ndarray:
         """Image intensities, float32, array order (z, y, x)."""
@@ -200,16 +228,23 @@ class Dataset:
         self.root = Path(root)
         self.dataset_json = dataset_json
         self.cases_file = cases_file
+        cases_path = self.root / CASES_FILE
         self.cases: list[Case] = [
             Case(
                 case_id=m.case_id,
-                image_path=self.root / "imagesTr" / f"{m.case_id}_0000{FILE_ENDING}",
-                label_path=self.root / "labelsTr" / f"{m.case_id}{FILE_ENDING}",
+                image_path=path_inside(self.root / "imagesTr", f"{m.case_id}_0000{FILE_ENDING}", cases_path),
+                label_path=path_inside(self.root / "labelsTr", f"{m.case_id}{FILE_ENDING}", cases_path),
                 meta=m,
             )
             for m in cases_file.cases
         ]
         self._by_id = {c.case_id: c for c in self.cases}
+
+    def missing_files(self) -> list[tuple[Case, Path]]:
+        """(case, path) of every image or label file that ``cases.json`` names but is not there."""
+        return [
+            (c, p) for c in self.cases for p in (c.image_path, c.label_path) if p is not None and not p.is_file()
+        ]
 
     @property
     def name(self) -> str:
@@ -258,22 +293,24 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_sitk(path: Path):
-    """Read an image with SimpleITK; a missing or unreadable file is a one-line DataError."""
-    import SimpleITK as sitk
+def path_inside(folder: Path, name: str, named_in: Path) -> Path:
+    """``folder / name``, refused (one-line DataError naming ``named_in``) unless it resolves,
+    symbolic links and all, to a place inside ``folder``: a dataset never reads or writes
+    outside its folders because of what a file names."""
+    path = Path(folder) / name
+    resolved, base = path.resolve(), Path(folder).resolve()
+    if not resolved.is_relative_to(base):
+        raise DataError(
+            f"{named_in}: {name} resolves to {resolved}, outside {folder}; "
+            "a dataset's files must live in its own folders"
+        )
+    return path
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-        raise DataError(f"{path}: cannot read image ({first})") from None
 
-
-def load_dataset(root: Path | str) -> Dataset:
-    """Open a dataset folder, validating ``dataset.json`` and ``cases.json`` (not the images)."""
+def load_dataset(root: Path | str, *, require_files: bool = True) -> Dataset:
+    """Open a dataset folder, validating ``dataset.json`` and ``cases.json`` (ids, duplicates,
+    paths inside the dataset) and, with ``require_files``, that every named image and label file
+    exists. The images themselves are read later, through :mod:`avnbench.data.imageio`."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(
@@ -284,25 +321,47 @@ def load_dataset(root: Path | str) -> Dataset:
     for p in (ds_path, cases_path):
         if not p.is_file():
             raise DataError(f"{p}: missing; {root} is not an avnbench dataset")
-    try:
-        dataset_json = DatasetJson.model_validate_json(ds_path.read_text(encoding="utf-8"))
-    except ValidationError as e:
-        raise DataError(f"{ds_path}: invalid dataset.json ({_first_error(e)})") from None
-    try:
-        cases_file = CasesFile.model_validate_json(cases_path.read_text(encoding="utf-8"))
-    except ValidationError as e:
-        raise DataError(f"{cases_path}: invalid cases.json ({_first_error(e)})") from None
+    dataset_json = read_json_model(ds_path, DatasetJson)
+    cases_file = read_json_model(cases_path, CasesFile)
     ids = [c.case_id for c in cases_file.cases]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise DataError(f"{cases_path}: duplicate case ids {', '.join(dupes)}")
-    return Dataset(root, dataset_json, cases_file)
+    dataset = Dataset(root, dataset_json, cases_file)
+    if require_files:
+        missing = dataset.missing_files()
+        if missing:
+            case, path = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DataError(
+                f"{cases_path}: case {case.case_id}: {path} not found{more}; restore the file or "
+                f"run 'avnbench data check {root}'"
+            )
+    return dataset
+
+
+def read_json_model(path: Path, model: type[BaseModel], hint: str | None = None):
+    """Parse a JSON file into a pydantic model; unreadable, invalid JSON or a schema violation is
+    a one-line DataError naming the file, the first problem and ``hint`` (what to do)."""
+    what = path.name
+    hint = hint or "fix the file or re-create the dataset ('avnbench data import' or 'data synth')"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: invalid {what} (not UTF-8 text); {hint}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as e:
+        raise DataError(f"{path}: invalid {what} ({_first_error(e)}); {hint}") from None
 
 
 def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else err["msg"]
+    msg = " ".join(str(err["msg"]).split()).removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
 
 
 def write_dataset_json(root: Path, name: str, num_training: int, synthetic: bool) -> None:
@@ -316,9 +375,13 @@ def write_dataset_json(root: Path, name: str, num_training: int, synthetic: bool
         "description": "avnbench dataset" + (" (synthetic phantom)" if synthetic else ""),
         "synthetic": synthetic,
     }
-    (Path(root) / "dataset.json").write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    from avnbench.data.files import write_text_atomic
+
+    write_text_atomic(Path(root) / "dataset.json", json.dumps(content, indent=2) + "\n")
 
 
 def write_cases_file(root: Path, cases_file: CasesFile) -> None:
     """Write ``cases.json`` (stable key order, so equal content gives equal bytes)."""
-    (Path(root) / CASES_FILE).write_text(cases_file.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    from avnbench.data.files import write_text_atomic
+
+    write_text_atomic(Path(root) / CASES_FILE, cases_file.model_dump_json(indent=2) + "\n")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avnbench.data.dataset import FILE_ENDING, Case
+from avnbench.data.dataset import FILE_ENDING, Case, path_inside
+from avnbench.data.files import make_folder, write_text_atomic
+from avnbench.data.imageio import write_image
 from avnbench.methods import ClassificationPrediction, SegmentationPrediction
 
 
@@ -16,25 +18,29 @@ def save_prediction(prediction: SegmentationPrediction | ClassificationPredictio
 
     Segmentation: ``{case}.nii.gz`` (uint8, the case's geometry) and, where given,
     ``{case}_probabilities.npz`` (float16, (3, z, y, x)), like nnU-Net's ``--save_probabilities``.
-    Classification: ``{case}.json`` with the class probabilities.
+    Classification: ``{case}.json`` with the class probabilities. Every path stays inside
+    ``out_dir`` (:func:`avnbench.data.dataset.path_inside`); the label map is written and
+    verified by :func:`avnbench.data.imageio.write_image`.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(Path(out_dir), "prediction folder")
+
+    def inside(name: str) -> Path:
+        return path_inside(out_dir, name, out_dir)
+
     if isinstance(prediction, SegmentationPrediction):
         import SimpleITK as sitk
 
         image = sitk.GetImageFromArray(prediction.labels.astype(np.uint8))
         case.meta.geometry.apply_to(image)
-        path = out_dir / f"{case.case_id}{FILE_ENDING}"
-        sitk.WriteImage(image, str(path), useCompression=True)
+        path = write_image(image, inside(f"{case.case_id}{FILE_ENDING}"))
         if prediction.probabilities is not None:
             np.savez_compressed(
-                out_dir / f"{case.case_id}_probabilities.npz",
+                inside(f"{case.case_id}_probabilities.npz"),
                 probabilities=prediction.probabilities.astype(np.float16),
             )
         return path
-    path = out_dir / f"{case.case_id}.json"
-    path.write_text(json.dumps({"case_id": case.case_id, "probabilities": [float(p) for p in prediction.probabilities]}), encoding="utf-8")
+    path = inside(f"{case.case_id}.json")
+    write_text_atomic(path, json.dumps({"case_id": case.case_id, "probabilities": [float(p) for p in prediction.probabilities]}))
     if prediction.heatmap is not None:
-        np.save(out_dir / f"{case.case_id}_heatmap.npy", prediction.heatmap.astype(np.float32))
+        np.save(inside(f"{case.case_id}_heatmap.npy"), prediction.heatmap.astype(np.float32))
     return path

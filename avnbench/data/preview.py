@@ -9,13 +9,18 @@ lines and the acetabular edge). A case without landmarks is shown on the array's
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from avnbench.data.dataset import Case, Dataset, load_dataset
+from avnbench.data.files import make_folder, temporary_sibling
+from avnbench.errors import ConfigError, DataError
 
+#: Most pixels along one side of a panel; finer ``pixel_mm`` would only allocate memory.
+MAX_PANEL_PIXELS = 4096
 VITAL_RGBA = (0.15, 0.75, 0.35, 0.35)
 NECROSIS_RGBA = (0.95, 0.15, 0.1, 0.55)
 
@@ -46,19 +51,47 @@ def _planes(case: Case, image: np.ndarray, labels: np.ndarray, pixel_mm: float):
     return out
 
 
-def render_preview(dataset: Dataset | Path | str, case_id: str, out_png: Path | str, pixel_mm: float = 0.4) -> Path:
+def panel_pixels(case: Case, pixel_mm: float) -> int:
+    """Pixels along one side of a panel of ``case`` at ``pixel_mm`` (square, as the slices)."""
+    from avnbench.evaluation.slices import DEFAULT_MARGIN_MM
+
+    if case.meta.landmarks is None:
+        return max(case.meta.geometry.size_xyz)  # array middle slices: pixel_mm plays no part
+    half = case.meta.landmarks.head_radius_mm + DEFAULT_MARGIN_MM
+    return 2 * int(math.floor(half / pixel_mm + 1e-9)) + 1
+
+
+def render_preview(
+    dataset: Dataset | Path | str, case_id: str, out_png: Path | str, pixel_mm: float = 0.4, force: bool = False
+) -> Path:
     """Write a PNG of case ``case_id``: mid-axial and mid-coronal planes (``pixel_mm`` square
     pixels) with vital and necrosis overlaid; the title names the case and the dataset, and says
-    "synthetic phantom" for a synthetic one. Returns the PNG's path."""
+    "synthetic phantom" for a synthetic one. An existing PNG is replaced only with ``force``;
+    a ``pixel_mm`` that would make a panel wider than MAX_PANEL_PIXELS is refused. Returns the
+    PNG's path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    out_png = Path(out_png)
+    if not (math.isfinite(pixel_mm) and pixel_mm > 0):
+        raise ConfigError(f"--pixel-mm must be a positive number of mm, got {pixel_mm}")
+    if out_png.exists() and not force:
+        raise ConfigError(f"--out {out_png}: exists; pass --force to overwrite it or choose another file")
     if not isinstance(dataset, Dataset):
         dataset = load_dataset(dataset)
     case = dataset[case_id]
     meta = case.meta
+    n = panel_pixels(case, pixel_mm)
+    if n > MAX_PANEL_PIXELS:
+        from avnbench.evaluation.slices import DEFAULT_MARGIN_MM
+
+        finest = (meta.landmarks.head_radius_mm + DEFAULT_MARGIN_MM) * 2 / (MAX_PANEL_PIXELS - 1)
+        raise ConfigError(
+            f"--pixel-mm {pixel_mm:g}: a panel would be {n} x {n} pixels, over the limit of "
+            f"{MAX_PANEL_PIXELS}; use --pixel-mm {math.ceil(finest * 1000) / 1000:g} or more"
+        )
     image, labels = case.image_array(), case.label_array()
     overlay_cmap = ListedColormap([(0, 0, 0, 0), VITAL_RGBA, NECROSIS_RGBA])
 
@@ -84,13 +117,14 @@ def render_preview(dataset: Dataset | Path | str, case_id: str, out_png: Path | 
         frameon=False,
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out_png.parent, "--out")
     # Written beside and renamed, so a failed save never leaves half a PNG in place.
-    partial = out_png.with_name(f".{out_png.name}.partial")
+    partial = temporary_sibling(out_png)
     try:
         fig.savefig(partial, format="png")
         os.replace(partial, out_png)
+    except OSError as e:
+        raise DataError(f"{out_png}: cannot write ({e.strerror or e}); the disk may be full or the folder not writable") from None
     finally:
         partial.unlink(missing_ok=True)
     return out_png

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from avnbench.data.dataset import SPLITS_FILE, SPLITS_META_FILE, Case, Dataset
+from avnbench.data.dataset import SPLITS_FILE, SPLITS_META_FILE, Case, Dataset, read_json_model
+from avnbench.data.files import write_text_atomic
 from avnbench.errors import ConfigError, DataError
 
 
@@ -27,12 +28,16 @@ class Fold(BaseModel):
     val: list[str]
 
 
+class SplitsFile(RootModel[list[Fold]]):
+    """``splits_final.json``: nnU-Net's list of folds."""
+
+
 class SplitsMeta(BaseModel):
     """``splits.meta.json``: how the split was made and its hash."""
 
     model_config = ConfigDict(extra="forbid")
 
-    folds: int
+    folds: int = Field(ge=1)
     seed: int
     grouping: str = "patient_id"
     stratification: str | None
@@ -81,20 +86,31 @@ def make_splits(cases: Sequence[Case], n_folds: int = 5, seed: int = 0) -> tuple
     return folds, ("steinberg" if stratify else None)
 
 
-def check_no_leak(folds: Sequence[Fold], dataset: Dataset, source: Path) -> None:
-    """Every case in exactly one validation fold, and no patient in both train and val of a fold."""
+def validate_split(dataset: Dataset, folds: Sequence[Fold]) -> None:
+    """Refuse a split the benchmark cannot use, with one line naming ``splits_final.json``: a
+    case not in the dataset, a case not in exactly one validation fold, or a patient (or case)
+    in both train and val of one fold."""
+    source = dataset.root / SPLITS_FILE
+    redo = f"regenerate it with 'avnbench data split {dataset.root} --force'"
+    if not folds:
+        raise DataError(f"{source}: no folds; {redo}")
     pid = {c.case_id: c.patient_id for c in dataset.cases}
     unknown = sorted({c for f in folds for c in f.train + f.val} - set(pid))
     if unknown:
-        raise DataError(f"{source}: names cases not in the dataset: {', '.join(unknown[:5])}")
+        raise DataError(f"{source}: names cases not in the dataset: {', '.join(unknown[:5])}; {redo}")
+    val_count = Counter(c for f in folds for c in f.val)
+    missing = [c for c in pid if c not in val_count]
+    if missing:
+        raise DataError(f"{source}: case(s) in no validation fold: {', '.join(missing[:5])}; {redo}")
+    twice = sorted(c for c, n in val_count.items() if n > 1)
+    if twice:
+        raise DataError(f"{source}: case(s) in several validation folds: {', '.join(twice[:5])}; {redo}")
     for k, f in enumerate(folds):
         shared = sorted({pid[c] for c in f.train} & {pid[c] for c in f.val})
         if shared:
-            raise DataError(
-                f"{source}: fold {k} leaks patient(s) {', '.join(shared)} between train and val; "
-                "regenerate it with 'avnbench data split'"
-            )
-
+            both = sorted(set(f.train) & set(f.val))
+            cases = f" (case(s) {', '.join(both[:5])} in both)" if both else ""
+            raise DataError(f"{source}: fold {k} leaks patient(s) {', '.join(shared[:5])} between train and val{cases}; {redo}")
 
 def write_splits(dataset: Dataset, n_folds: int = 5, seed: int = 0, force: bool = False) -> SplitsMeta:
     """Make the dataset's split and write ``splits_final.json`` and ``splits.meta.json``."""
@@ -111,8 +127,11 @@ def write_splits(dataset: Dataset, n_folds: int = 5, seed: int = 0, force: bool 
     meta = SplitsMeta(
         folds=n_folds, seed=seed, stratification=strat, sha256=split_hash(folds), dataset=dataset.name
     )
-    path.write_text(json.dumps([f.model_dump() for f in folds], indent=2) + "\n", encoding="utf-8")
-    (dataset.root / SPLITS_META_FILE).write_text(meta.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    validate_split(dataset, folds)
+    # Split first, meta second: should the meta write fail, read_splits sees a hash mismatch
+    # and reports the split as hand-made (seed -1), never a wrong seed for it.
+    write_text_atomic(path, json.dumps([f.model_dump() for f in folds], indent=2) + "\n")
+    write_text_atomic(dataset.root / SPLITS_META_FILE, meta.model_dump_json(indent=2) + "\n")
     return meta
 
 
@@ -121,15 +140,13 @@ def read_splits(dataset: Dataset) -> tuple[list[Fold], SplitsMeta]:
     path = dataset.root / SPLITS_FILE
     if not path.exists():
         raise DataError(f"{path}: no split; make one with 'avnbench data split {dataset.root}'")
-    try:
-        folds = [Fold.model_validate(f) for f in json.loads(path.read_text(encoding="utf-8"))]
-    except (ValueError, TypeError) as e:
-        raise DataError(f"{path}: not a valid splits_final.json ({e})") from None
-    check_no_leak(folds, dataset, path)
+    redo = f"regenerate it with 'avnbench data split {dataset.root} --force'"
+    folds = read_json_model(path, SplitsFile, hint=redo).root
+    validate_split(dataset, folds)
     meta_path = dataset.root / SPLITS_META_FILE
     digest = split_hash(folds)
     if meta_path.exists():
-        meta = SplitsMeta.model_validate_json(meta_path.read_text(encoding="utf-8"))
+        meta = read_json_model(meta_path, SplitsMeta, hint=redo)
         if meta.sha256 != digest:
             meta = meta.model_copy(update={"sha256": digest, "seed": -1})
     else:  # a hand-made split (nnU-Net users edit splits_final.json by hand)

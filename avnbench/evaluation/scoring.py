@@ -184,10 +184,11 @@ def score_predictions(
 
 
 def prediction_path(pred_dir: Path, case_id: str) -> Path:
-    """Where a predicted label map of a case lives in a prediction folder."""
-    from avnbench.data.dataset import FILE_ENDING
+    """Where a predicted label map of a case lives in a prediction folder (refused, one line,
+    if it resolves outside ``pred_dir``, e.g. through a symbolic link)."""
+    from avnbench.data.dataset import FILE_ENDING, path_inside
 
-    return Path(pred_dir) / f"{case_id}{FILE_ENDING}"
+    return path_inside(Path(pred_dir), f"{case_id}{FILE_ENDING}", Path(pred_dir))
 
 
 def score_folder(
@@ -199,11 +200,12 @@ def score_folder(
     """Score ``{case}.nii.gz`` label maps in ``pred_dir`` against a dataset's reference labels.
 
     Every case of the dataset (or of ``case_ids``) needs a prediction on its reference grid;
-    a missing file or a geometry mismatch is a DataError naming the case.
+    a missing, empty, truncated or non-label file or a geometry mismatch is a DataError naming
+    the case. Predictions and references are read by :func:`avnbench.data.imageio.read_image`.
     """
     import SimpleITK as sitk
 
-    from avnbench.data.dataset import read_sitk
+    from avnbench.data.imageio import read_image
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -222,7 +224,7 @@ def score_folder(
 
     def items():
         for case in cases:
-            image = read_sitk(prediction_path(pred_dir, case.case_id))
+            image = read_image(prediction_path(pred_dir, case.case_id), kind="label")
             check_prediction_geometry(case, image)
             yield case, sitk.GetArrayFromImage(image)
 
