@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from avnbench.errors import ConfigError
+from avnbench.api import PredictCase
 from avnbench.testing import check_method
+from avnbench.training import NotFittedError
 from avnbench_patch25d import network as net
 from avnbench_patch25d.method import Patch25dCNN
 from avnbench_patch25d.postprocess import (
@@ -170,8 +171,9 @@ def test_paper_preset_is_the_studys_table_1():
 
 def test_predict_without_fit_says_what_to_do(tiny_dataset, tmp_path):
     method = Patch25dCNN.from_preset("smoke")
-    with pytest.raises(ConfigError, match="run fit first"):
-        list(method.predict(tiny_dataset.cases[:1], tmp_path, "cpu"))
+    with pytest.raises(NotFittedError, match="run fit first"):
+        sealed = [PredictCase.of(tiny_dataset.cases[0], with_landmarks=Patch25dCNN.card.uses_landmarks)]
+        list(method.predict(sealed, tmp_path, "cpu"))
 
 
 def test_fit_is_deterministic_on_cpu(tiny_dataset, tmp_path):
