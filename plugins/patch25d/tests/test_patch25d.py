@@ -190,3 +190,16 @@ def test_fit_is_deterministic_on_cpu(tiny_dataset, tmp_path):
     different.fit(cases[:2], cases[2:3], tmp_path / "c", "cpu")
     other = torch.load(tmp_path / "c" / "model.pt", weights_only=True)
     assert not torch.equal(states[0]["fc1.weight"], other["fc1.weight"])
+
+
+def test_every_epoch_reaches_the_training_listener_while_fitting(tiny_dataset, tmp_path):
+    from avnbench.api import TrainingLog
+
+    events = []
+    method = Patch25dCNN.from_preset("smoke", epochs=3, iterations_per_epoch=2, batch_size=16, val_patches=30)
+    method.log = TrainingLog(tmp_path, listener=events.append)
+    method.fit(tiny_dataset.cases[:2], tiny_dataset.cases[2:3], tmp_path, "cpu")
+    epochs = [e for e in events if e.total is not None]
+    assert [(e.epoch, e.total) for e in epochs] == [(1, 3), (2, 3), (3, 3)]
+    assert all({"train_loss", "val_loss"} <= set(e.values) for e in epochs)
+    assert [e.seconds for e in epochs] == sorted(e.seconds for e in epochs)
