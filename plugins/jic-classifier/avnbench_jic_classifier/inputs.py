@@ -116,8 +116,6 @@ def labelled_inputs(
     mid-coronal plane and its anterior/posterior shifts (``plane_jitter_mm``), each labelled by
     the reference grading applied to that plane. Cases whose mid-coronal plane has no JIC type
     are left out, and so are shifted planes without necrosis."""
-    from avnbench.evaluation.grading import jic_type
-
     classes = jic_classes()
     offsets = _plane_offsets_mm(config)
     inputs, masks, targets = [], [], []
