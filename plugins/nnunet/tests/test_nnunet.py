@@ -231,3 +231,26 @@ def test_other_code_versions_train_anew(changed):
     assert same == training_key("quick", "ab" * 32, 0, True, {})
     other = training_key("quick", "ab" * 32, 0, True, {}, {**versions, changed: "99.0"})
     assert other != same
+
+
+def test_epochs_are_reported_while_nnunet_trains(tiny_dataset, tmp_path, monkeypatch):
+    import time
+
+    from avnbench.api import TrainingLog
+
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(var, raising=False)
+    folds, _ = read_splits(tiny_dataset)
+    train = tiny_dataset.subset(folds[0].train)
+    arrivals = []
+    method = NnunetTwoD.from_preset("smoke")
+    method.log = TrainingLog(tmp_path, listener=lambda event: arrivals.append((time.time(), event)))
+    method.fit(train[:-1], train[-1:], tmp_path, "cpu")
+    member = json.loads((tmp_path / MODELS_FILE).read_text())["members"][0]
+    exported = (tmp_path.resolve() / member["folder"]).resolve() / _jobs.MODEL_FILE  # written last
+    epochs = [(t, e) for t, e in arrivals if e.total is not None]
+    total = NnunetConfig.preset("smoke").trainer_2d.num_epochs
+    assert [(e.epoch, e.total) for _, e in epochs] == [(k, total) for k in range(1, total + 1)]
+    assert {"train_loss", "val_loss", "pseudo_dice"} <= set(epochs[0][1].values)
+    # the first epoch arrived before nnU-Net's child process had finished and exported the model
+    assert epochs[0][0] < exported.stat().st_mtime
