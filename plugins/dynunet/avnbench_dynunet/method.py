@@ -327,32 +327,23 @@ def _median_spacing(cases: Sequence[Case]) -> tuple[float, float, float]:
 
 
 def _case_item(case: Case | PredictCase, with_label: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {"case_id": case.case_id, "image": str(case.image_path)}
+    """The case as MONAI's dictionary transforms see it: (1, z, y, x) arrays read by the core's
+    image reader (the same arrays, axis order and values every other method gets)."""
+    item: dict[str, Any] = {"case_id": case.case_id, "image": case.image_array()[None]}
     if with_label:
-        if case.label_path is None:
+        if getattr(case, "label_path", None) is None:
             raise ConfigError(f"case {case.case_id} has no label map; dynunet cannot train on it")
-        item["label"] = str(case.label_path)
+        item["label"] = case.label_array()[None].astype(np.float32)
     return item
 
 
 def _loading_transforms(with_label: bool):
-    """Load NIfTI as (1, z, y, x) tensors, z-score the image over its nonzero voxels."""
-    from monai.transforms import (
-        Compose,
-        EnsureChannelFirstd,
-        EnsureTyped,
-        LoadImaged,
-        NormalizeIntensityd,
-        Transposed,
-    )
+    """(1, z, y, x) float32 tensors, the image z-scored over its nonzero voxels."""
+    from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd
 
     keys = ["image", "label"] if with_label else ["image"]
     return Compose(
         [
-            LoadImaged(keys, reader="NibabelReader", image_only=True),
-            EnsureChannelFirstd(keys, channel_dim="no_channel"),
-            # NiBabel gives (x, y, z); avnbench arrays are (z, y, x) like SimpleITK's.
-            Transposed(keys, indices=(0, 3, 2, 1)),
             EnsureTyped(keys, dtype=np.float32, track_meta=False),
             NormalizeIntensityd("image", nonzero=True, channel_wise=True),
         ]

@@ -17,6 +17,7 @@ from avnbench_dynunet.method import (
     MODEL_SUBDIR,
     DataUsage,
     DynUNetMethod,
+    _case_item,
     _loading_transforms,
 )
 from avnbench_dynunet.planner import plan_topology
@@ -105,16 +106,17 @@ def test_same_seed_same_weights_and_predictions(smoke_run, tiny_dataset, tmp_pat
         np.testing.assert_array_equal(a.probabilities, b.probabilities)
 
 
-def test_loader_gives_zyx_arrays_like_simpleitk(tiny_dataset):
+def test_loader_gives_zyx_arrays_from_the_core_reader_z_scored(tiny_dataset):
     case = tiny_dataset.cases[0]
-    loaded = _loading_transforms(with_label=True)(
-        {"image": str(case.image_path), "label": str(case.label_path)}
-    )
+    loaded = _loading_transforms(with_label=True)(_case_item(case, with_label=True))
     np.testing.assert_array_equal(loaded["label"][0].numpy().astype(np.uint8), case.label_array())
     image = case.image_array()
     nonzero = image != 0
     expected = (image - image[nonzero].mean()) / image[nonzero].std()
     np.testing.assert_allclose(loaded["image"][0].numpy()[nonzero], expected[nonzero], rtol=1e-4, atol=1e-4)
+    # predict reads the sealed case the same way
+    sealed = _case_item(PredictCase.of(case, with_landmarks=False), with_label=False)
+    np.testing.assert_array_equal(sealed["image"][0], image)
 
 
 def test_predict_without_a_trained_model_says_what_to_do(tiny_dataset, tmp_path: Path):
