@@ -7,8 +7,22 @@ may change between versions without notice::
     from avnbench.api import Method, MethodCard, MethodConfig, SegmentationPrediction, hookimpl
 """
 
-from avnbench.data.dataset import FILE_ENDING, JIC_TYPES, LABELS, Case, CaseMeta, Geometry, Landmarks
+from avnbench.data.dataset import (
+    FILE_ENDING,
+    JIC_TYPES,
+    LABELS,
+    Case,
+    CaseMeta,
+    Dataset,
+    Geometry,
+    Landmarks,
+    load_dataset,
+)
+from avnbench.data.splits import Fold, read_splits, split_hash
 from avnbench.errors import ConfigError, DataError, PluginError
+from avnbench.evaluation.grading import jic_boundaries_mm, jic_type
+from avnbench.evaluation.surface import dice
+from avnbench.evaluation.slices import PlaneSlice, mid_coronal_slice
 from avnbench.hookspecs import hookimpl
 from avnbench.methods import (
     ClassificationPrediction,
@@ -25,7 +39,8 @@ from avnbench.methods import (
 
 __all__ = [
     "FILE_ENDING", "JIC_TYPES", "LABELS", "Case", "CaseMeta", "ClassificationPrediction",
-    "ConfigError", "DataError", "Geometry", "JobContext", "Landmarks", "Method", "MethodCard",
-    "MethodConfig", "PluginError", "PredictCase", "SegmentationPrediction", "TrainingEvent",
-    "TrainingLog", "hookimpl", "jic_classes",
+    "ConfigError", "DataError", "Dataset", "Fold", "Geometry", "JobContext", "Landmarks", "Method",
+    "MethodCard", "MethodConfig", "PlaneSlice", "PluginError", "PredictCase",
+    "SegmentationPrediction", "TrainingEvent", "TrainingLog", "dice", "hookimpl", "jic_boundaries_mm",
+    "jic_classes", "jic_type", "load_dataset", "mid_coronal_slice", "read_splits", "split_hash",
 ]

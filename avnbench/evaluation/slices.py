@@ -58,6 +58,8 @@ def plane_slice(
 ) -> PlaneSlice:
     """Sample ``volume`` (z, y, x) on the plane through the head centre spanned by two LPS unit
     vectors; ``order`` 0 (nearest) for label maps, 1 (linear) for images. Outside the volume is 0.
+    ``meta``: a :class:`CaseMeta` or anything else with ``case_id``, ``geometry`` and
+    ``landmarks`` (a :class:`avnbench.methods.PredictCase`).
     """
     landmarks = _landmarks(meta)
     if pixel_mm <= 0:

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from avnbench.data.imageio import write_image
 from avnbench.data.dataset import (
     CASES_FILE,
     FILE_ENDING,
@@ -45,8 +45,6 @@ from avnbench.data.phantom.plan import (
 )
 from avnbench.errors import ConfigError
 
-if TYPE_CHECKING:
-    import SimpleITK as sitk
 
 
 @dataclass
@@ -103,15 +101,6 @@ def generate_case(plan: CasePlan, shape=DEFAULT_SHAPE, seed: int = 0) -> Generat
 # ---------------------------------------------------------------------------------- dataset
 
 
-def write_image(image: sitk.Image, path: Path) -> None:
-    """Write one image as compressed NIfTI (the phantom's only writing call).
-
-    SimpleITK's NIfTI writer stores no timestamp, so equal arrays give equal bytes."""
-    import SimpleITK as sitk
-
-    sitk.WriteImage(image, str(path), True, 1)
-
-
 def write_case(out: Path, case: GeneratedCase) -> None:
     """Write a generated case's image (int16) and labels (uint8) as NIfTI with its geometry."""
     import SimpleITK as sitk
@@ -122,7 +111,9 @@ def write_case(out: Path, case: GeneratedCase) -> None:
     ):
         img = sitk.GetImageFromArray(array)
         case.meta.geometry.apply_to(img)
-        write_image(img, path)
+        # the one checked, atomic writer; SimpleITK's NIfTI writer stores no timestamp, so equal
+        # arrays give equal bytes
+        write_image(img, path, compression_level=1)
 
 
 _CASE_FILE = re.compile(r"^avn_\d{3,}(_0000)?\.nii\.gz$")

@@ -13,19 +13,27 @@ torch and MONAI are imported inside functions so that listing methods stays fast
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avnbench.data.dataset import Case
-from avnbench.errors import ConfigError
-from avnbench.methods import Method, MethodCard, MethodConfig, SegmentationPrediction
+from avnbench.api import Case, ConfigError, Method, MethodCard, PredictCase, SegmentationPrediction
+from avnbench.training import (
+    Precision,
+    TorchMethodConfig,
+    cpu_threads,
+    endless,
+    load_state,
+    optimizer_step,
+    precision,
+    require_fitted,
+    seed_everything,
+    train_epochs,
+)
 from avnbench_dynunet.planner import Topology, plan_topology
 
 LEVELS = 5
@@ -36,7 +44,7 @@ CHECKPOINT_FILE = "best.pt"
 DATA_USAGE_FILE = "data_usage.json"
 
 
-class DynUNetConfig(MethodConfig):
+class DynUNetConfig(TorchMethodConfig):
     """Hyper-parameters of the Dynamic U-Net (defaults = the ``quick`` preset)."""
 
     filters: tuple[int, int, int, int, int] | None = Field(
@@ -82,7 +90,6 @@ class DynUNetConfig(MethodConfig):
     )
     sw_overlap: float = Field(default=0.25, ge=0, lt=1, description="sliding-window overlap fraction")
     sw_batch_size: int = Field(default=2, ge=1, description="windows per forward pass at inference")
-    amp: bool = Field(default=True, description="mixed precision (float16) on CUDA; ignored on CPU")
 
     PRESETS = {
         "smoke": {
@@ -164,19 +171,21 @@ class DynUNetMethod(Method):
 
     def fit(self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str) -> None:
         """Train on ``train_cases``; keep the checkpoint with the best mean Dice on ``val_cases``."""
+        with cpu_threads(self.config.cpu_threads):
+            self._fit(train_cases, val_cases, Path(workdir), device)
+
+    def _fit(self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str) -> None:
         import torch
         from monai.data import CacheDataset, DataLoader
         from monai.losses import DeepSupervisionLoss, DiceCELoss
-        from monai.utils import set_determinism
 
         if not train_cases:
             raise ConfigError("dynunet needs at least one training case")
         cfg = self.config
-        model_dir = Path(workdir) / MODEL_SUBDIR
+        model_dir = workdir / MODEL_SUBDIR
         model_dir.mkdir(parents=True, exist_ok=True)
-        set_determinism(seed=cfg.seed)
-        torch_device = torch.device(device)
-        use_amp = cfg.amp and torch_device.type == "cuda"
+        seed_everything(cfg.seed)
+        prec = precision(device, cfg.amp)
 
         spacing = _median_spacing(train_cases)
         median_shape = [int(statistics.median(c.meta.geometry.shape_zyx[a] for c in train_cases)) for a in range(3)]
@@ -193,23 +202,24 @@ class DynUNetMethod(Method):
             [_case_item(c, with_label=True) for c in train_cases],
             transform=_training_transforms(topology.patch_size, cfg),
             cache_rate=1.0,
-            num_workers=0,
+            num_workers=cfg.num_workers,
             progress=False,
         )
         train_ds.transform.set_random_state(seed=cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         loader = DataLoader(
-            train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, generator=generator, drop_last=False
-        )
+            train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+            generator=generator, drop_last=False,
+        )  # fmt: skip
         val_ds = CacheDataset(
             [_case_item(c, with_label=True) for c in val_cases],
             transform=_loading_transforms(with_label=True),
             cache_rate=1.0,
-            num_workers=0,
+            num_workers=cfg.num_workers,
             progress=False,
         )
 
-        model = _build_network(topology, cfg.filters, cfg.deep_supervision_heads).to(torch_device)
+        model = _build_network(topology, cfg.filters, cfg.deep_supervision_heads).to(prec.device)
         optimizer = _make_optimizer(model, cfg)
         loss_fn = DeepSupervisionLoss(
             # As nnU-Net's 3d configurations: batch Dice (a patch without lesion does not pull
@@ -219,109 +229,91 @@ class DynUNetMethod(Method):
                 to_onehot_y=True,
                 softmax=True,
                 batch=True,
-                weight=torch.tensor(cfg.class_weights, device=torch_device) if cfg.class_weights else None,
+                weight=torch.tensor(cfg.class_weights, device=prec.device) if cfg.class_weights else None,
             ),
             weight_mode="exp",  # weights 1, 1/2, 1/4, ... from the full-resolution output down
         )
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=torch.float16) if use_amp else nullcontext()
-        )
-
-        usage = DataUsage(
-            train_cases=[c.case_id for c in train_cases],
-            val_cases=[c.case_id for c in val_cases],
-            training_batches=[],
-            selection=[],
-        )
+        scaler = prec.grad_scaler()
         seen_in_training: set[str] = set()
         seen_in_selection: set[str] = set()
-        best_dice, best_epoch = -1.0, -1
-        batches = _endless(loader)
-        checkpoint = model_dir / CHECKPOINT_FILE
-        for epoch in range(cfg.epochs):
+        batches = endless(loader)
+
+        def train_epoch(epoch: int) -> dict[str, float]:
             lr = cfg.learning_rate * (1 - epoch / cfg.epochs) ** cfg.lr_decay_power
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            epoch_losses = []
+            losses = []
             for _ in range(cfg.iterations_per_epoch):
                 batch = next(batches)
                 seen_in_training.update(batch["case_id"])
-                images = batch["image"].to(torch_device)
-                labels = batch["label"].to(torch_device)
+                images = batch["image"].to(prec.device)
+                labels = batch["label"].to(prec.device)
                 optimizer.zero_grad(set_to_none=True)
-                with autocast:
+                with prec.autocast():
                     outputs = model(images)
                     heads = list(torch.unbind(outputs, dim=1)) if cfg.deep_supervision_heads else [outputs]
                     loss = loss_fn(heads, labels)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
                 # nnU-Net clips at 12; it keeps early SGD steps with momentum 0.99 from diverging.
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-                scaler.step(optimizer)
-                scaler.update()
-                epoch_losses.append(float(loss.detach()))
-            if self.log:
-                self.log.metric("train_loss", float(np.mean(epoch_losses)), step=epoch)
-                self.log.metric("learning_rate", lr, step=epoch)
+                optimizer_step(loss, optimizer, scaler, clip_grad_norm=12.0, parameters=model.parameters())
+                losses.append(float(loss.detach()))
+            return {"train_loss": float(np.mean(losses)), "learning_rate": lr}
 
-            last_epoch = epoch == cfg.epochs - 1
-            if len(val_ds) and ((epoch + 1) % cfg.validate_every == 0 or last_epoch):
-                dice_vital, dice_necrosis, evaluated = _evaluate(
-                    model, val_ds, topology.patch_size, cfg, torch_device, use_amp
-                )
-                seen_in_selection.update(evaluated)
-                mean_dice = (dice_vital + dice_necrosis) / 2
-                if self.log:
-                    self.log.metric("val_dice_vital", dice_vital, step=epoch)
-                    self.log.metric("val_dice_necrosis", dice_necrosis, step=epoch)
-                    self.log.metric("val_dice_mean", mean_dice, step=epoch)
-                if mean_dice > best_dice:
-                    best_dice, best_epoch = mean_dice, epoch
-                    torch.save(model.state_dict(), checkpoint)
-            elif not len(val_ds) and last_epoch:
-                best_epoch = epoch
-                torch.save(model.state_dict(), checkpoint)
+        def validate(epoch: int) -> dict[str, float]:
+            dice_vital, dice_necrosis, evaluated = _evaluate(model, val_ds, topology.patch_size, cfg, prec)
+            seen_in_selection.update(evaluated)
+            return {
+                "val_dice_vital": dice_vital,
+                "val_dice_necrosis": dice_necrosis,
+                "val_dice_mean": (dice_vital + dice_necrosis) / 2,
+            }
 
+        result = train_epochs(
+            model,
+            epochs=cfg.epochs,
+            train_epoch=train_epoch,
+            validate=validate if len(val_ds) else None,
+            score=lambda values: values["val_dice_mean"],
+            validate_every=cfg.validate_every,
+            checkpoint=model_dir / CHECKPOINT_FILE,
+            log=self.log,
+            restore_best=False,  # fit ends here; predict loads the checkpoint itself
+        )
         plan = NetworkPlan(
             spacing_zyx=spacing,
             topology=topology,
             filters=cfg.filters,
             deep_supervision_heads=cfg.deep_supervision_heads,
-            best_epoch=best_epoch,
-            best_val_dice=best_dice if len(val_ds) else None,
-            selection="val_cases" if len(val_ds) else "last_epoch",
+            best_epoch=result.best_epoch,
+            best_val_dice=result.best_score,
+            selection="val_cases" if result.best_score is not None else "last_epoch",
         )
         (model_dir / PLAN_FILE).write_text(plan.model_dump_json(indent=2) + "\n")
-        usage.training_batches = sorted(seen_in_training)
-        usage.selection = sorted(seen_in_selection)
+        usage = DataUsage(
+            train_cases=[c.case_id for c in train_cases],
+            val_cases=[c.case_id for c in val_cases],
+            training_batches=sorted(seen_in_training),
+            selection=sorted(seen_in_selection),
+        )
         (model_dir / DATA_USAGE_FILE).write_text(usage.model_dump_json(indent=2) + "\n")
         if self.log:
-            self.log.param("dynunet_best_epoch", best_epoch)
+            self.log.param("dynunet_best_epoch", result.best_epoch)
             self.log.param("dynunet_selection", plan.selection)
 
-    def predict(self, cases: Sequence[Case], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
+    def predict(self, cases: Sequence[PredictCase], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
         """Gaussian-weighted sliding-window softmax on each image's own grid; labels = argmax."""
-        import torch
-        from monai.transforms import Compose
-
         model_dir = Path(workdir) / MODEL_SUBDIR
-        plan_path, checkpoint = model_dir / PLAN_FILE, model_dir / CHECKPOINT_FILE
-        if not plan_path.is_file() or not checkpoint.is_file():
-            raise ConfigError(f"{model_dir}: no trained dynunet model (plan.json, best.pt); run fit first")
+        plan_path, checkpoint = require_fitted(self.card.name, model_dir, PLAN_FILE, CHECKPOINT_FILE)
         plan = NetworkPlan.model_validate_json(plan_path.read_text())
-        torch_device = torch.device(device)
-        use_amp = self.config.amp and torch_device.type == "cuda"
-        model = _build_network(plan.topology, plan.filters, plan.deep_supervision_heads)
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        model.to(torch_device).eval()
-        load: Compose = _loading_transforms(with_label=False)
+        prec = precision(device, self.config.amp)
+        model = load_state(_build_network(plan.topology, plan.filters, plan.deep_supervision_heads), checkpoint)
+        model.to(prec.device).eval()
+        load = _loading_transforms(with_label=False)
         for case in cases:
-            image = load(_case_item(case, with_label=False))["image"]
-            probabilities = _sliding_window_softmax(
-                model, image, plan.topology.patch_size, self.config, torch_device, use_amp
-            )
+            # threads set per case, not across the yield: the caller's code keeps its own
+            with cpu_threads(self.config.cpu_threads):
+                image = load(_case_item(case, with_label=False))["image"]
+                probabilities = _sliding_window_softmax(model, image, plan.topology.patch_size, self.config, prec)
             yield SegmentationPrediction(
                 case_id=case.case_id,
                 labels=probabilities.argmax(axis=0).astype(np.uint8),
@@ -334,33 +326,24 @@ def _median_spacing(cases: Sequence[Case]) -> tuple[float, float, float]:
     return tuple(float(statistics.median(c.spacing[a] for c in cases)) for a in range(3))  # type: ignore[return-value]
 
 
-def _case_item(case: Case, with_label: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {"case_id": case.case_id, "image": str(case.image_path)}
+def _case_item(case: Case | PredictCase, with_label: bool) -> dict[str, Any]:
+    """The case as MONAI's dictionary transforms see it: (1, z, y, x) arrays read by the core's
+    image reader (the same arrays, axis order and values every other method gets)."""
+    item: dict[str, Any] = {"case_id": case.case_id, "image": case.image_array()[None]}
     if with_label:
-        if case.label_path is None:
+        if getattr(case, "label_path", None) is None:
             raise ConfigError(f"case {case.case_id} has no label map; dynunet cannot train on it")
-        item["label"] = str(case.label_path)
+        item["label"] = case.label_array()[None].astype(np.float32)
     return item
 
 
 def _loading_transforms(with_label: bool):
-    """Load NIfTI as (1, z, y, x) tensors, z-score the image over its nonzero voxels."""
-    from monai.transforms import (
-        Compose,
-        EnsureChannelFirstd,
-        EnsureTyped,
-        LoadImaged,
-        NormalizeIntensityd,
-        Transposed,
-    )
+    """(1, z, y, x) float32 tensors, the image z-scored over its nonzero voxels."""
+    from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd
 
     keys = ["image", "label"] if with_label else ["image"]
     return Compose(
         [
-            LoadImaged(keys, reader="NibabelReader", image_only=True),
-            EnsureChannelFirstd(keys, channel_dim="no_channel"),
-            # NiBabel gives (x, y, z); avnbench arrays are (z, y, x) like SimpleITK's.
-            Transposed(keys, indices=(0, 3, 2, 1)),
             EnsureTyped(keys, dtype=np.float32, track_meta=False),
             NormalizeIntensityd("image", nonzero=True, channel_wise=True),
         ]
@@ -425,21 +408,14 @@ def _make_optimizer(model, cfg: DynUNetConfig):
     return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
-def _endless(loader) -> Iterator[dict[str, Any]]:
-    """Batches without end: nnU-Net-style epochs are a number of steps, not passes over the data."""
-    while True:
-        yield from loader
-
-
-def _sliding_window_softmax(model, image, patch_size: Sequence[int], cfg: DynUNetConfig, device, use_amp: bool) -> np.ndarray:
+def _sliding_window_softmax(model, image, patch_size: Sequence[int], cfg: DynUNetConfig, prec: Precision) -> np.ndarray:
     """Softmax probabilities (3, z, y, x) float32 of one (1, z, y, x) image tensor."""
     import torch
     from monai.inferers import sliding_window_inference
 
-    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if use_amp else nullcontext()
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), prec.autocast():
         logits = sliding_window_inference(
-            image[None].to(device),
+            image[None].to(prec.device),
             roi_size=list(patch_size),
             sw_batch_size=cfg.sw_batch_size,
             predictor=model,
@@ -449,7 +425,7 @@ def _sliding_window_softmax(model, image, patch_size: Sequence[int], cfg: DynUNe
     return torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float32)
 
 
-def _evaluate(model, val_ds, patch_size: Sequence[int], cfg: DynUNetConfig, device, use_amp: bool) -> tuple[float, float, list[str]]:
+def _evaluate(model, val_ds, patch_size: Sequence[int], cfg: DynUNetConfig, prec: Precision) -> tuple[float, float, list[str]]:
     """Mean Dice of vital and necrosis over the validation cases, and the ids evaluated.
 
     A label absent from both reference and prediction counts as Dice 1 (nothing to find,
@@ -462,7 +438,7 @@ def _evaluate(model, val_ds, patch_size: Sequence[int], cfg: DynUNetConfig, devi
     model.eval()
     scores, evaluated = [], []
     for item in val_ds:
-        probabilities = _sliding_window_softmax(model, item["image"], patch_size, cfg, device, use_amp)
+        probabilities = _sliding_window_softmax(model, item["image"], patch_size, cfg, prec)
         predicted = torch.from_numpy(probabilities.argmax(axis=0))[None, None]
         reference = item["label"][None].long()
         dice = compute_dice(

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avnbench.errors import ConfigError
-from avnbench.runner import job_dir_for
-from avnbench.data.splits import read_splits
+from avnbench.api import PredictCase, read_splits
 from avnbench.testing import check_method
+from avnbench.training import NotFittedError
 from avnbench_dynunet.method import (
     CHECKPOINT_FILE,
     DATA_USAGE_FILE,
     MODEL_SUBDIR,
     DataUsage,
     DynUNetMethod,
+    _case_item,
     _loading_transforms,
 )
 from avnbench_dynunet.planner import plan_topology
@@ -55,8 +55,12 @@ def smoke_run(tiny_dataset, tmp_path_factory):
     """One smoke fit + predict through the conformance check, shared by the tests below."""
     workdir = tmp_path_factory.mktemp("dynunet-smoke")
     predictions = check_method(DynUNetMethod, tiny_dataset, workdir, preset="smoke")
-    job_dir = job_dir_for(workdir, tiny_dataset.name, "dynunet", "smoke", 0)
-    return predictions, job_dir
+    return predictions, _job_dir(workdir)
+
+
+def _job_dir(workdir: Path) -> Path:
+    (job_dir,) = {path.parent.parent for path in workdir.rglob(CHECKPOINT_FILE)}
+    return job_dir
 
 
 def test_conformance(smoke_run):
@@ -81,7 +85,8 @@ def test_training_curves_are_logged_per_epoch(smoke_run):
     _, job_dir = smoke_run
     points = [json.loads(line) for line in (job_dir / "training_log.jsonl").read_text().splitlines()]
     epochs = DynUNetMethod.Config.preset("smoke").epochs
-    assert [p["step"] for p in points if p["name"] == "train_loss"] == list(range(epochs))
+    # one report per epoch, 1-based (TrainingLog.epoch)
+    assert [p["step"] for p in points if p["name"] == "train_loss"] == list(range(1, epochs + 1))
     val = [p for p in points if p["name"] == "val_dice_mean"]
     assert val and all(0.0 <= p["value"] <= 1.0 for p in val)
 
@@ -91,7 +96,7 @@ def test_same_seed_same_weights_and_predictions(smoke_run, tiny_dataset, tmp_pat
 
     first_predictions, first_job = smoke_run
     second_predictions = check_method(DynUNetMethod, tiny_dataset, tmp_path, preset="smoke")
-    second_job = job_dir_for(tmp_path, tiny_dataset.name, "dynunet", "smoke", 0)
+    second_job = _job_dir(tmp_path)
     first = torch.load(first_job / MODEL_SUBDIR / CHECKPOINT_FILE, weights_only=True)
     second = torch.load(second_job / MODEL_SUBDIR / CHECKPOINT_FILE, weights_only=True)
     assert first.keys() == second.keys()
@@ -101,19 +106,20 @@ def test_same_seed_same_weights_and_predictions(smoke_run, tiny_dataset, tmp_pat
         np.testing.assert_array_equal(a.probabilities, b.probabilities)
 
 
-def test_loader_gives_zyx_arrays_like_simpleitk(tiny_dataset):
+def test_loader_gives_zyx_arrays_from_the_core_reader_z_scored(tiny_dataset):
     case = tiny_dataset.cases[0]
-    loaded = _loading_transforms(with_label=True)(
-        {"image": str(case.image_path), "label": str(case.label_path)}
-    )
+    loaded = _loading_transforms(with_label=True)(_case_item(case, with_label=True))
     np.testing.assert_array_equal(loaded["label"][0].numpy().astype(np.uint8), case.label_array())
     image = case.image_array()
     nonzero = image != 0
     expected = (image - image[nonzero].mean()) / image[nonzero].std()
     np.testing.assert_allclose(loaded["image"][0].numpy()[nonzero], expected[nonzero], rtol=1e-4, atol=1e-4)
+    # predict reads the sealed case the same way
+    sealed = _case_item(PredictCase.of(case, with_landmarks=False), with_label=False)
+    np.testing.assert_array_equal(sealed["image"][0], image)
 
 
 def test_predict_without_a_trained_model_says_what_to_do(tiny_dataset, tmp_path: Path):
     method = DynUNetMethod.from_preset("smoke")
-    with pytest.raises(ConfigError, match="run fit first"):
-        list(method.predict(tiny_dataset.cases[:1], tmp_path, "cpu"))
+    with pytest.raises(NotFittedError, match="run fit first"):
+        list(method.predict([PredictCase.of(tiny_dataset.cases[0], with_landmarks=False)], tmp_path, "cpu"))

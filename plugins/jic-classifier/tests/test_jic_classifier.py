@@ -4,21 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from avnbench.errors import ConfigError, DataError
+from avnbench.api import DataError, PredictCase, TrainingLog, jic_classes, mid_coronal_slice, read_splits
 from avnbench.evaluation.localization import heatmap_top_decile_on_necrosis
-from avnbench.methods import TrainingLog, jic_classes
-from avnbench.runner import job_dir_for, without_labels
-from avnbench.evaluation.slices import mid_coronal_slice
-from avnbench.data.splits import read_splits
 from avnbench.testing import check_method
-from avnbench_jic_classifier.method import (
-    MODEL_FILE,
-    JicClassifier,
-    JicClassifierConfig,
-    augment,
-    class_weights,
-    network_input,
-)
+from avnbench.training import NotFittedError
+from avnbench_jic_classifier.augmentation import augment
+from avnbench_jic_classifier.config import JicClassifierConfig
+from avnbench_jic_classifier.inputs import class_weights, network_input
+from avnbench_jic_classifier.method import MODEL_FILE, JicClassifier
+
+
+def _sealed(cases):
+    return [PredictCase.of(c, with_landmarks=JicClassifier.card.uses_landmarks) for c in cases]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +23,7 @@ def smoke_run(tiny_dataset, tmp_path_factory):
     """One conformance run on the smoke preset, shared by the checks below."""
     workdir = tmp_path_factory.mktemp("jic")
     predictions = check_method(JicClassifier, tiny_dataset, workdir, preset="smoke")
-    job_dir = job_dir_for(workdir, tiny_dataset.name, "jic-classifier", "smoke", 0)
+    (job_dir,) = {path.parent for path in workdir.rglob(MODEL_FILE)}
     folds, _ = read_splits(tiny_dataset)
     return predictions, tiny_dataset.subset(folds[0].val), job_dir
 
@@ -111,5 +108,18 @@ def test_no_case_with_a_jic_type_is_a_clear_error(tiny_dataset, tmp_path):
 
 def test_predict_before_fit_says_what_to_do(tiny_dataset, tmp_path):
     method = JicClassifier.from_preset("smoke")
-    with pytest.raises(ConfigError, match="run fit first"):
-        list(method.predict(without_labels(tiny_dataset.cases[:1]), tmp_path, "cpu"))
+    with pytest.raises(NotFittedError, match="run fit first"):
+        list(method.predict(_sealed(tiny_dataset.cases[:1]), tmp_path, "cpu"))
+
+
+def test_predict_without_landmarks_is_a_one_line_data_error(smoke_run):
+    _, cases, job_dir = smoke_run
+    # landmarks estimated from the reference label never reach predict: the sealed case has none
+    sealed = PredictCase.of(cases[0], with_landmarks=False)
+    with pytest.raises(DataError, match="needs landmarks") as error:
+        list(JicClassifier.from_preset("smoke").predict([sealed], job_dir, "cpu"))
+    assert "\n" not in str(error.value)
+
+
+def test_card_declares_landmarks_and_the_graded_reference():
+    assert JicClassifier.card.uses_landmarks and JicClassifier.card.predicts == "jic"

@@ -46,17 +46,14 @@ def preprocess(spec: dict) -> None:
 
 
 def train(spec: dict) -> None:
-    import random
-
-    import numpy as np
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
     from torch._dynamo import OptimizedModule
 
-    seed = int(spec["seed"])
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    from avnbench.training import seed_everything
+
+    # nnU-Net's own cuDNN choice (benchmark mode on a GPU) is kept: deterministic=False
+    seed_everything(int(spec["seed"]), deterministic=False)
     device = torch.device(spec["device"])
     if device.type == "cpu":
         torch.set_num_threads(int(spec["num_threads"]))

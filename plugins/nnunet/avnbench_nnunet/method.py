@@ -21,10 +21,19 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from avnbench.data.dataset import Case, load_dataset
-from avnbench.errors import ConfigError
-from avnbench.methods import JobContext, Method, MethodCard, MethodConfig, SegmentationPrediction
-from avnbench.data.splits import Fold, split_hash
+from avnbench.api import (
+    Case,
+    Fold,
+    JobContext,
+    Method,
+    MethodCard,
+    MethodConfig,
+    PredictCase,
+    SegmentationPrediction,
+    load_dataset,
+    split_hash,
+)
+from avnbench.training import NotFittedError, cpu_threads, require_fitted
 
 from avnbench_nnunet import _jobs
 from avnbench_nnunet.workspace import Workspace, training_key
@@ -174,6 +183,7 @@ class _NnunetMethod(Method):
                 nnunet_configuration, context.fold, schedule.trainer_settings(),
                 [c.case_id for c in train_cases], [c.case_id for c in val_cases],
                 device, config.seed, _cpu_threads(config), env,
+                on_epoch=self._epoch_reporter(configuration),
             )
             folder = ws.member_folder(nnunet_configuration, context.fold)
             members.append({
@@ -186,33 +196,50 @@ class _NnunetMethod(Method):
             self._record_member(configuration, folder, trained_now)
         (workdir / MODELS_FILE).write_text(json.dumps({"method": self.card.name, "members": members}, indent=2))
 
+    def _tag(self, configuration: str) -> str:
+        """Prefix of a member's values in the fold's run ('' for a single member)."""
+        return "" if len(self.MEMBERS) == 1 else ("2d_" if configuration == "2d" else "3d_")
+
+    def _epoch_reporter(self, configuration: str):
+        """The callback reporting each epoch nnU-Net finishes, while it trains, as the fold's
+        epoch i/N with its losses and pseudo Dice."""
+        if self.log is None:
+            return None
+        log, tag = self.log, self._tag(configuration)
+
+        def report(record: dict[str, Any]) -> None:
+            values = {f"{tag}{k}": v for k, v in record.items() if k not in ("epoch", "total")}
+            log.epoch(int(record["epoch"]), int(record["total"]), **values)
+
+        return report
+
     def _record_member(self, configuration: str, folder: Path, trained_now: bool) -> None:
-        """nnU-Net's log, progress plot and curves to the fold's run."""
+        """nnU-Net's log and progress plot to the fold's run, and a reused member's curves
+        (a member trained now reported its epochs while it trained)."""
         if self.log is None:
             return
-        tag = "" if len(self.MEMBERS) == 1 else ("2d_" if configuration == "2d" else "3d_")
+        tag = self._tag(configuration)
         self.log.param(f"{tag}trained_now", trained_now)
         self.log.param(f"{tag}nnunet_model_folder", str(folder))
         model = json.loads((folder / _jobs.MODEL_FILE).read_text())
         self.log.param(f"{tag}patch_size", model["patch_size"])
         self.log.param(f"{tag}batch_size", model["batch_size"])
-        curves = json.loads((folder / _jobs.CURVES_FILE).read_text())
-        names = {"train_losses": "train_loss", "val_losses": "val_loss", "mean_fg_dice": "pseudo_dice",
-                 "ema_fg_dice": "pseudo_dice_ema", "lrs": "lr", "epoch_seconds": "epoch_seconds"}
-        for key, name in names.items():
-            for epoch, value in enumerate(curves.get(key, [])):
-                self.log.metric(f"{tag}{name}", value, step=epoch)
+        if not trained_now:
+            curves = json.loads((folder / _jobs.CURVES_FILE).read_text())
+            names = {"train_losses": "train_loss", "val_losses": "val_loss", "mean_fg_dice": "pseudo_dice",
+                     "ema_fg_dice": "pseudo_dice_ema", "lrs": "lr", "epoch_seconds": "epoch_seconds"}
+            for key, name in names.items():
+                for epoch, value in enumerate(curves.get(key, []), start=1):
+                    self.log.metric(f"{tag}{name}", value, step=epoch)
         subdir = f"nnunet_{configuration}"
         for source in sorted(folder.glob("training_log_*.txt")) + [folder / "progress.png"]:
             if source.is_file():
                 shutil.copyfile(source, self.log.artifact(f"{subdir}/{source.name}"))
 
     # --- predict --------------------------------------------------------------------------
-    def predict(self, cases: Sequence[Case], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
+    def predict(self, cases: Sequence[PredictCase], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
         """Softmax of each member on the original image grid, averaged (one member: itself)."""
-        models_path = Path(workdir) / MODELS_FILE
-        if not models_path.is_file():
-            raise ConfigError(f"{models_path}: no trained nnU-Net model here; run fit first")
+        (models_path,) = require_fitted(self.card.name, Path(workdir), MODELS_FILE)
         members = json.loads(models_path.read_text())["members"]
         with _quiet():
             predictors = [
@@ -225,7 +252,7 @@ class _NnunetMethod(Method):
         for case in cases:
             image, properties = reader.read_images([str(case.image_path)])
             probabilities = None
-            with _quiet(), _torch_threads(_cpu_threads(self.config) if device == "cpu" else None):
+            with _quiet(), cpu_threads(_cpu_threads(self.config) if device == "cpu" else None):
                 for predictor in predictors:
                     _, p = predictor.predict_single_npy_array(image, properties, None, None, True)
                     p = np.asarray(p, dtype=np.float32)
@@ -246,7 +273,7 @@ def _load_predictor(folder: Path, device: str, config: NnunetConfig):
 
     weights = folder / _jobs.WEIGHTS_FILE
     if not weights.is_file():
-        raise ConfigError(f"{weights}: missing; the nnU-Net model was not trained to the end, run fit again")
+        raise NotFittedError(f"{weights}: missing; the nnU-Net model was not trained to the end, run fit again")
     model = json.loads((folder / _jobs.MODEL_FILE).read_text())
     plans_manager = PlansManager(load_json(str(folder.parent / "plans.json")))
     dataset_json = load_json(str(folder.parent / "dataset.json"))
@@ -281,20 +308,6 @@ def _quiet():
     """nnU-Net prints progress notes; the core does not print, so keep them off stdout."""
     with contextlib.redirect_stdout(io.StringIO()):
         yield
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """torch's intra-op thread count set to ``n`` for the block (unchanged if None)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _n_proc_da(config: NnunetConfig, device: str) -> int:
@@ -363,6 +376,6 @@ class NnunetEnsemble(_NnunetMethod):
         name="nnunet-ensemble", task="segmentation",
         description="softmax average of nnU-Net v2 '2d' and '3d_fullres' (the seed study's best "
         "configuration); reuses members already trained for the same dataset, split, fold and preset",
-        citation=CITATION, reference=REFERENCE,
+        citation=CITATION, reference=REFERENCE, builds_on=("nnunet-2d", "nnunet-3d"),
     )
     MEMBERS = ("2d", "3d_fullres")

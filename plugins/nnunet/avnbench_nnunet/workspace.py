@@ -27,13 +27,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from avnbench.data.dataset import FILE_ENDING, load_dataset
-from avnbench.errors import ConfigError
+
+from avnbench.api import FILE_ENDING, ConfigError, load_dataset
 
 from avnbench_nnunet import _jobs
 
@@ -41,6 +43,9 @@ PREPROCESSED_MARKER = "avnbench_preprocessed.json"
 CONFIGURATIONS = ("2d", "3d_fullres")
 TRAINER_FOLDER = Path(__file__).parent / "nnunet_trainers"
 JOB_FILE = "avnbench_job.json"  # read by nnUNetTrainerAvnbench
+EPOCHS_FILE = "avnbench_epochs.jsonl"  # appended to by nnUNetTrainerAvnbench, one line per epoch
+POLL_SECONDS = 1.0  # how often a running step's new epoch lines are read
+CODE_DISTRIBUTIONS = ("avnbench", "avnbench-nnunet", "nnunetv2")  # their versions key trained models
 
 
 class NnunetStepError(RuntimeError):
@@ -117,8 +122,10 @@ class Workspace:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def run_step(self, step: str, spec: dict[str, Any], env: dict[str, str], log_path: Path) -> None:
-        """Run one nnU-Net step (see ``_jobs``) in a child process, its output into ``log_path``."""
+    def run_step(self, step: str, spec: dict[str, Any], env: dict[str, str], log_path: Path,
+                 while_running: Callable[[], None] | None = None) -> None:
+        """Run one nnU-Net step (see ``_jobs``) in a child process, its output into ``log_path``;
+        ``while_running`` is called every second while it runs and once after it ends."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         spec_path = log_path.with_suffix(".spec.json")
         spec_path.write_text(json.dumps(spec, indent=2, default=str))
@@ -128,7 +135,14 @@ class Workspace:
                 env=env, cwd=log_path.parent, stdout=log, stderr=subprocess.STDOUT,
             )
             try:
-                proc.wait()
+                while True:
+                    try:
+                        proc.wait(timeout=POLL_SECONDS if while_running else None)
+                        break
+                    except subprocess.TimeoutExpired:
+                        while_running()
+                if while_running:
+                    while_running()
             except BaseException:  # interrupted: do not leave nnU-Net training on its own
                 proc.kill()
                 proc.wait()
@@ -263,13 +277,15 @@ class Workspace:
 
     def ensure_trained(self, configuration: str, fold: int, schedule: dict[str, Any],
                        train_ids: list[str], val_ids: list[str], device: str, seed: int,
-                       num_threads: int, env: dict[str, str]) -> bool:
+                       num_threads: int, env: dict[str, str],
+                       on_epoch: Callable[[dict[str, Any]], None] | None = None) -> bool:
         """Train one configuration and fold unless a finished one exists; True if trained now.
 
         ``schedule`` holds the trainer settings ``nnUNetTrainerAvnbench`` reads (epochs,
         iterations, batch size ...); ``train_ids``/``val_ids`` are the training cases and the
         internal validation cases (nnU-Net's per-epoch pseudo Dice), both from the fold's
-        training cases.
+        training cases. ``on_epoch`` gets each epoch's record (see the trainer) while nnU-Net
+        trains.
         """
         folder = self.member_folder(configuration, fold)
         job = {**schedule, "train": list(train_ids), "val": list(val_ids), "seed": seed, "device": device}
@@ -286,8 +302,29 @@ class Workspace:
                  "device": device, "seed": seed, "num_threads": num_threads},
                 env,
                 self.base / "logs" / f"train_{self.results.name}_{configuration}_fold{fold}.log",
+                while_running=EpochTail(folder / EPOCHS_FILE, on_epoch) if on_epoch else None,
             )
             return True
+
+
+class EpochTail:
+    """Called repeatedly: hands each complete new line of a growing JSON-lines file to
+    ``on_record``, once, in order."""
+
+    def __init__(self, path: Path, on_record: Callable[[dict[str, Any]], None]):
+        self.path, self.on_record, self.offset = Path(path), on_record, 0
+
+    def __call__(self) -> None:
+        if not self.path.is_file():
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+        self.offset += len(complete)
+        for line in complete.decode().splitlines():
+            if line.strip():
+                self.on_record(json.loads(line))
 
 
 def _link(source: Path, target: Path) -> None:
@@ -297,10 +334,24 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def code_versions() -> dict[str, str]:
+    """Installed versions of the code that trains a model: avnbench, this plugin, nnU-Net."""
+    versions = {}
+    for name in CODE_DISTRIBUTIONS:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not-installed"
+    return versions
+
+
 def training_key(preset: str, split_hash: str, seed: int, schedule_is_preset: bool,
-                 schedule: dict[str, Any]) -> str:
-    """Name of the ``nnUNet_results`` folder: preset and split, plus seed/overrides if any."""
-    key = f"{preset}-split{split_hash[:12]}"
+                 schedule: dict[str, Any], versions: dict[str, str] | None = None) -> str:
+    """Name of the ``nnUNet_results`` folder: preset, split and code versions (default: the
+    installed ones, :func:`code_versions`), plus seed/overrides if any. Other code trains anew."""
+    versions = code_versions() if versions is None else versions
+    code = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:8]
+    key = f"{preset}-split{split_hash[:12]}-code{code}"
     if seed != 0:
         key += f"-seed{seed}"
     if not schedule_is_preset:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avnbench.errors import ConfigError
+from avnbench.api import ConfigError, PredictCase, read_splits
 from avnbench.runner import job_dir_for
-from avnbench.data.splits import read_splits
 from avnbench.testing import check_method
+from avnbench.training import NotFittedError
 
 from avnbench_nnunet import _jobs
 from avnbench_nnunet.method import MODELS_FILE, NnunetConfig, NnunetEnsemble, NnunetThreeD, NnunetTwoD
@@ -115,12 +115,43 @@ def test_training_log_and_curves_reach_the_folds_run(trained):
     assert "progress.png" in artifacts and any(a.startswith("training_log_") for a in artifacts)
     curves = [json.loads(line) for line in (job_dir / "training_log.jsonl").read_text().splitlines()]
     smoke_epochs = NnunetConfig.preset("smoke").trainer_3d.num_epochs
-    assert [c["step"] for c in curves if c["name"] == "train_loss"] == list(range(smoke_epochs))
+    # every epoch reported once, 1-based, with nnU-Net's losses and pseudo Dice
+    for name in ("train_loss", "val_loss", "pseudo_dice"):
+        assert [c["step"] for c in curves if c["name"] == name] == list(range(1, smoke_epochs + 1))
+    # the ensemble reused its members: their curves, prefixed, replayed from nnU-Net's log
+    ensemble_dir = job_dir_for(trained["workdir"], trained["dataset"].name, "nnunet-ensemble", "smoke", 0)
+    names = {json.loads(line)["name"] for line in (ensemble_dir / "training_log.jsonl").read_text().splitlines()}
+    assert {"2d_train_loss", "3d_train_loss"} <= names
+
+
+def test_trainer_writes_one_epoch_line_per_epoch(trained):
+    folder = Path(trained["members"]["nnunet-2d"][0]["folder"])
+    lines = [json.loads(line) for line in (folder / "avnbench_epochs.jsonl").read_text().splitlines()]
+    total = NnunetConfig.preset("smoke").trainer_2d.num_epochs
+    assert [(r["epoch"], r["total"]) for r in lines] == [(k, total) for k in range(1, total + 1)]
+    assert all(np.isfinite(r["train_loss"]) and r["epoch_seconds"] > 0 for r in lines)
+
+
+def test_epoch_tail_hands_over_complete_lines_once(tmp_path):
+    from avnbench_nnunet.workspace import EpochTail
+
+    path, seen = tmp_path / "epochs.jsonl", []
+    tail = EpochTail(path, seen.append)
+    tail()  # no file yet
+    path.write_text('{"epoch": 1}\n{"epo')
+    tail()
+    assert seen == [{"epoch": 1}]
+    with open(path, "a") as f:
+        f.write('ch": 2}\n')
+    tail()
+    tail()
+    assert seen == [{"epoch": 1}, {"epoch": 2}]
 
 
 def test_predict_without_fit_says_what_to_do(tmp_path, tiny_dataset):
-    with pytest.raises(ConfigError, match="run fit first"):
-        list(NnunetTwoD.from_preset("smoke").predict(tiny_dataset.cases[:1], tmp_path, "cpu"))
+    sealed = [PredictCase.of(tiny_dataset.cases[0], with_landmarks=NnunetTwoD.card.uses_landmarks)]
+    with pytest.raises(NotFittedError, match="run fit first"):
+        list(NnunetTwoD.from_preset("smoke").predict(sealed, tmp_path, "cpu"))
 
 
 def test_nnunet_finds_the_trainer_through_nnUNet_extTrainer(monkeypatch):
@@ -184,7 +215,42 @@ def test_user_set_nnunet_folders_are_used_and_results_stay_keyed(monkeypatch, tm
     key = training_key("quick", "ab" * 32, seed=0, schedule_is_preset=True, schedule={})
     ws = Workspace.create(tmp_path / "shared", "f" * 64, key)
     assert (ws.raw, ws.preprocessed) == (tmp_path / "nnUNet_raw", tmp_path / "nnUNet_preprocessed")
-    assert ws.results == tmp_path / "nnUNet_results" / "quick-splitabababababab"
+    assert ws.results == tmp_path / "nnUNet_results" / key
+    assert key.startswith("quick-splitabababababab-code")
     assert ws.dataset_name.startswith("Dataset9") and ws.dataset_name.endswith("_avnffffffff")
-    assert training_key("quick", "ab" * 32, seed=3, schedule_is_preset=False, schedule={"a": 1}).startswith(
-        "quick-splitabababababab-seed3-custom")
+    assert "-seed3-custom" in training_key("quick", "ab" * 32, seed=3, schedule_is_preset=False, schedule={"a": 1})
+
+
+@pytest.mark.parametrize("changed", ["avnbench", "avnbench-nnunet", "nnunetv2"])
+def test_other_code_versions_train_anew(changed):
+    from avnbench_nnunet.workspace import code_versions, training_key
+
+    versions = code_versions()
+    assert set(versions) == {"avnbench", "avnbench-nnunet", "nnunetv2"}
+    same = training_key("quick", "ab" * 32, 0, True, {}, versions)
+    assert same == training_key("quick", "ab" * 32, 0, True, {})
+    other = training_key("quick", "ab" * 32, 0, True, {}, {**versions, changed: "99.0"})
+    assert other != same
+
+
+def test_epochs_are_reported_while_nnunet_trains(tiny_dataset, tmp_path, monkeypatch):
+    import time
+
+    from avnbench.api import TrainingLog
+
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(var, raising=False)
+    folds, _ = read_splits(tiny_dataset)
+    train = tiny_dataset.subset(folds[0].train)
+    arrivals = []
+    method = NnunetTwoD.from_preset("smoke")
+    method.log = TrainingLog(tmp_path, listener=lambda event: arrivals.append((time.time(), event)))
+    method.fit(train[:-1], train[-1:], tmp_path, "cpu")
+    member = json.loads((tmp_path / MODELS_FILE).read_text())["members"][0]
+    exported = (tmp_path.resolve() / member["folder"]).resolve() / _jobs.MODEL_FILE  # written last
+    epochs = [(t, e) for t, e in arrivals if e.total is not None]
+    total = NnunetConfig.preset("smoke").trainer_2d.num_epochs
+    assert [(e.epoch, e.total) for _, e in epochs] == [(k, total) for k in range(1, total + 1)]
+    assert {"train_loss", "val_loss", "pseudo_dice"} <= set(epochs[0][1].values)
+    # the first epoch arrived before nnU-Net's child process had finished and exported the model
+    assert epochs[0][0] < exported.stat().st_mtime

@@ -9,23 +9,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from avnbench.data.dataset import Case
-from avnbench.errors import ConfigError
-from avnbench.methods import Method, MethodCard, MethodConfig, SegmentationPrediction
+from avnbench.api import Case, ConfigError, Method, MethodCard, PredictCase, SegmentationPrediction
+from avnbench_patch25d.sampling import SampledCase, available_fractions, draw_batch
+from avnbench.training import (
+    TorchMethodConfig,
+    cpu_threads,
+    load_state,
+    optimizer_step,
+    precision,
+    require_fitted,
+    seed_everything,
+    train_epochs,
+)
 
 MODEL_FILE = "model.pt"
 ARCHITECTURE_FILE = "model.json"
 POSTPROCESS_FILE = "postprocess.json"
-MAX_POOL_VOXELS = 200_000  # per case and class: bounds the sampling index memory on big volumes
 
 
-class Patch25dConfig(MethodConfig):
+class Patch25dConfig(TorchMethodConfig):
     """Hyper-parameters of ``patch25d-cnn``; the defaults are the ``quick`` preset."""
 
     PRESETS = {
@@ -129,13 +136,6 @@ class Patch25dConfig(MethodConfig):
     inference_plane_batch: int = Field(
         default=32, gt=0, description="planes evaluated at once in dense inference (memory bound)"
     )
-    amp: bool = Field(default=True, description="mixed precision (float16) on CUDA; ignored on CPU")
-    cpu_threads: int | None = Field(
-        default=1,
-        gt=0,
-        description="torch CPU threads during fit and predict (None: leave torch's setting); 1 "
-        "is safest on a machine shared with other jobs, where OpenMP threads wait on each other",
-    )
 
     @field_validator("class_fractions")
     @classmethod
@@ -173,7 +173,7 @@ class Patch25dCNN(Method):
     ) -> None:
         """Train the network on class-balanced voxel samples, pick the best epoch on
         ``val_cases``, then choose the head cut-off by ROC on ``val_cases``."""
-        with _cpu_threads(self.config.cpu_threads):
+        with cpu_threads(self.config.cpu_threads):
             self._fit(train_cases, val_cases, Path(workdir), device)
 
     def _fit(self, train_cases, val_cases, workdir: Path, device: str) -> None:
@@ -194,22 +194,23 @@ class Patch25dCNN(Method):
             raise ConfigError("patch25d-cnn needs at least one training case")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        torch_device = torch.device(device)
-        torch.manual_seed(cfg.seed)
+        prec = precision(device, cfg.amp)
+        torch_device = prec.device
+        seed_everything(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
 
-        train = [_SampledCase.load(c, cfg, torch_device) for c in train_cases]
-        val = [_SampledCase.load(c, cfg, torch_device) for c in val_cases]
-        fractions = _available_fractions(cfg.class_fractions, train)
+        train = [SampledCase.load(c, cfg, torch_device) for c in train_cases]
+        val = [SampledCase.load(c, cfg, torch_device) for c in val_cases]
+        fractions = available_fractions(cfg.class_fractions, train)
         loss_weights = torch.tensor(
             [1.0 / f if f > 0 else 0.0 for f in fractions], dtype=torch.float32, device=torch_device
         )
         loss_weights = loss_weights / loss_weights[loss_weights > 0].mean()
         if not cfg.class_weighted_loss:
             loss_weights = (loss_weights > 0).float()
-        val_fractions = _available_fractions((1 / 3, 1 / 3, 1 / 3), val) if val else None
+        val_fractions = available_fractions((1 / 3, 1 / 3, 1 / 3), val) if val else None
         val_batch = (
-            _draw_batch(val, val_fractions, cfg.val_patches, cfg, rng, torch_device)
+            draw_batch(val, val_fractions, cfg.val_patches, cfg, rng, torch_device)
             if val and cfg.val_patches
             else None
         )
@@ -224,8 +225,7 @@ class Patch25dCNN(Method):
             lr=cfg.learning_rate,
             momentum=cfg.momentum,
         )
-        use_amp = cfg.amp and torch_device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        scaler = prec.grad_scaler()
         criterion = torch.nn.CrossEntropyLoss(weight=loss_weights)
         total_steps = cfg.epochs * cfg.iterations_per_epoch
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -233,37 +233,36 @@ class Patch25dCNN(Method):
             lambda step: 0.5 * (1 + np.cos(np.pi * step / total_steps)) if cfg.cosine_decay else 1.0,
         )
 
-        best_loss, best_epoch, best_state = float("inf"), cfg.epochs - 1, None
-        started = time.perf_counter()
-        for epoch in range(cfg.epochs):
+        def train_epoch(epoch: int) -> dict[str, float]:
             model.train()
             losses = []
             for _ in range(cfg.iterations_per_epoch):
-                patches, targets = _draw_batch(train, fractions, cfg.batch_size, cfg, rng, torch_device)
-                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                    loss = criterion(model(patches).float(), targets)
+                patches, targets = draw_batch(train, fractions, cfg.batch_size, cfg, rng, torch_device)
                 optimiser.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
+                with prec.autocast():
+                    loss = criterion(model(patches).float(), targets)
+                optimizer_step(loss, optimiser, scaler)
                 schedule.step()
                 losses.append(float(loss.detach()))
-            train_loss = float(np.mean(losses))
-            if self.log:
-                self.log.metric("train_loss", train_loss, step=epoch)
-            if val_batch is not None:
-                val_loss = _evaluate_loss(model, val_batch, criterion)
-                if self.log:
-                    self.log.metric("val_loss", val_loss, step=epoch)
-                if val_loss < best_loss:
-                    best_loss, best_epoch = val_loss, epoch
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        torch.save(model.state_dict(), workdir / MODEL_FILE)
+            return {"train_loss": float(np.mean(losses))}
+
+        started = time.perf_counter()
+        result = train_epochs(
+            model,
+            epochs=cfg.epochs,
+            train_epoch=train_epoch,
+            validate=(lambda epoch: {"val_loss": _evaluate_loss(model, val_batch, criterion)})
+            if val_batch is not None
+            else None,
+            score=lambda values: -values["val_loss"],
+            checkpoint=workdir / MODEL_FILE,
+            log=self.log,
+        )
+        best_epoch = result.best_epoch
         (workdir / ARCHITECTURE_FILE).write_text(
             json.dumps({"channels": list(cfg.channels), "hidden_units": cfg.hidden_units})
         )
+        use_amp = prec.amp
 
         # The study's cut-off: ROC of P(head) against the reference head on held-out cases.
         spacings = [c.spacing for c in train]
@@ -324,21 +323,22 @@ class Patch25dCNN(Method):
 
     # ----------------------------------------------------------------------------------------
     def predict(
-        self, cases: Sequence[Case], workdir: Path, device: str
+        self, cases: Sequence[PredictCase], workdir: Path, device: str
     ) -> Iterator[SegmentationPrediction]:
         """Dense probabilities of every voxel, then the fitted cut-off and post-processing."""
         for case in cases:
-            with _cpu_threads(self.config.cpu_threads):
+            # threads set per case, not across the yield: the caller's code keeps its own
+            with cpu_threads(self.config.cpu_threads):
                 prediction = self._predict_one(case, Path(workdir), device)
             yield prediction
 
-    def _predict_one(self, case: Case, workdir: Path, device: str) -> SegmentationPrediction:
+    def _predict_one(self, case: PredictCase, workdir: Path, device: str) -> SegmentationPrediction:
         from avnbench_patch25d import network as net
         from avnbench_patch25d.postprocess import label_map
 
         cfg: Patch25dConfig = self.config  # type: ignore[assignment]
         model, post = self._load(workdir, device)
-        use_amp = cfg.amp and device == "cuda"
+        use_amp = precision(device, cfg.amp).amp
         padded = net.pad_volume(net.normalise_image(case.image_array())).to(device)
         probabilities = _dense_probabilities(model, padded, cfg, use_amp).numpy()
         labels = label_map(
@@ -354,126 +354,19 @@ class Patch25dCNN(Method):
 
     def _load(self, workdir: Path, device: str):
         """The fitted network and post-processing settings, read once per instance."""
-        import torch
-
         from avnbench_patch25d import network as net
 
         key = (str(workdir), device)
         if getattr(self, "_loaded_key", None) == key:
             return self._loaded
-        files = [workdir / f for f in (MODEL_FILE, ARCHITECTURE_FILE, POSTPROCESS_FILE)]
-        missing = [f.name for f in files if not f.exists()]
-        if missing:
-            raise ConfigError(
-                f"{workdir}: no trained patch25d-cnn model ({', '.join(missing)} missing); run fit first"
-            )
+        files = require_fitted(self.card.name, workdir, MODEL_FILE, ARCHITECTURE_FILE, POSTPROCESS_FILE)
         architecture = json.loads(files[1].read_text())
         post = json.loads(files[2].read_text())
         model = net.TriplanarPatchCNN(architecture["channels"], architecture["hidden_units"])
-        model.load_state_dict(torch.load(files[0], map_location=device, weights_only=True))
+        load_state(model, files[0], device)
         model.to(device).eval()
         self._loaded_key, self._loaded = key, (model, post)
         return model, post
-
-
-# --------------------------------------------------------------------------------------------
-# Sampling
-
-
-class _SampledCase:
-    """A case held for training: padded normalised volume, labels and voxel pools per class."""
-
-    def __init__(self, case_id, padded, labels, spacing, pools):
-        self.case_id = case_id
-        self.padded = padded
-        self.labels = labels
-        self.spacing = spacing
-        # pools[k]: flat voxel indices; 0 background anywhere, 1 vital, 2 necrosis,
-        # 3 background near the head (hard negatives)
-        self.pools = pools
-
-    @classmethod
-    def load(cls, case: Case, cfg: Patch25dConfig, device) -> "_SampledCase":
-        from scipy import ndimage
-
-        from avnbench_patch25d import network as net
-
-        rng = np.random.default_rng([cfg.seed, _stable_hash(case.case_id)])
-        labels = case.label_array()
-        head = labels > 0
-        if head.any():
-            near = ~head & (
-                ndimage.distance_transform_edt(~head, sampling=case.spacing)
-                <= cfg.hard_negative_margin_mm
-            )
-        else:
-            near = np.zeros_like(head)
-        flat = labels.ravel()
-        pools = [
-            np.flatnonzero(flat == 0),
-            np.flatnonzero(flat == 1),
-            np.flatnonzero(flat == 2),
-            np.flatnonzero(near.ravel()),
-        ]
-        pools = [
-            rng.choice(p, MAX_POOL_VOXELS, replace=False) if len(p) > MAX_POOL_VOXELS else p
-            for p in pools
-        ]
-        padded = net.pad_volume(net.normalise_image(case.image_array())).to(device)
-        return cls(case.case_id, padded, labels, case.spacing, pools)
-
-
-def _stable_hash(text: str) -> int:
-    import zlib
-
-    return zlib.crc32(text.encode())
-
-
-def _available_fractions(
-    fractions: tuple[float, float, float], cases: Sequence[_SampledCase]
-) -> tuple[float, float, float]:
-    """The sampling shares with classes that no case has set to 0 and the rest renormalised."""
-    present = [any(len(c.pools[k]) for c in cases) for k in range(3)]
-    kept = [f if p else 0.0 for f, p in zip(fractions, present)]
-    if sum(kept) == 0:
-        raise ConfigError("patch25d-cnn: the training cases have no voxels of any sampled class")
-    return tuple(f / sum(kept) for f in kept)  # type: ignore[return-value]
-
-
-def _draw_batch(cases, fractions, n, cfg: Patch25dConfig, rng: np.random.Generator, device):
-    """``n`` voxels drawn class by class (shares ``fractions``), each from a random case that
-    has that class; returns their patches (n, 3, 32, 32) and class targets (n,)."""
-    import torch
-
-    from avnbench_patch25d import network as net
-
-    counts = rng.multinomial(n, fractions)
-    n_hard = rng.binomial(counts[0], cfg.hard_negative_fraction)
-    # (pool index, class target, how many)
-    requests = [(3, 0, n_hard), (0, 0, counts[0] - n_hard), (1, 1, counts[1]), (2, 2, counts[2])]
-    per_case: dict[int, list[tuple[np.ndarray, int]]] = {}
-    for pool, target, count in requests:
-        eligible = [i for i, c in enumerate(cases) if len(c.pools[pool])]
-        if pool == 3 and not eligible:  # no head anywhere: hard negatives become plain ones
-            pool, eligible = 0, [i for i, c in enumerate(cases) if len(c.pools[0])]
-        if count == 0 or not eligible:
-            continue
-        chosen = rng.choice(eligible, size=count)
-        for case_index, k in zip(*np.unique(chosen, return_counts=True)):
-            pool_voxels = cases[case_index].pools[pool]
-            flat = pool_voxels[rng.integers(0, len(pool_voxels), size=k)]
-            per_case.setdefault(int(case_index), []).append((flat, target))
-    patches, targets = [], []
-    for case_index, parts in sorted(per_case.items()):
-        case = cases[case_index]
-        flat = np.concatenate([p[0] for p in parts])
-        coords = torch.from_numpy(np.stack(np.unravel_index(flat, case.labels.shape), axis=1))
-        patches.append(net.extract_patches(case.padded, coords.to(case.padded.device)))
-        targets.append(np.concatenate([np.full(len(p[0]), p[1]) for p in parts]))
-    return (
-        torch.cat(patches).to(device),
-        torch.from_numpy(np.concatenate(targets)).long().to(device),
-    )
 
 
 def _evaluate_loss(model, batch, criterion, chunk: int = 2048) -> float:
@@ -495,7 +388,7 @@ def _dense_probabilities(model, padded, cfg: Patch25dConfig, use_amp: bool):
     return net.predict_dense(model, padded, plane_batch=cfg.inference_plane_batch, amp=use_amp)
 
 
-def _roc_region(case: _SampledCase, margin_mm: float | None) -> np.ndarray:
+def _roc_region(case: SampledCase, margin_mm: float | None) -> np.ndarray:
     """Voxels that enter the ROC: within ``margin_mm`` of the reference head, or all.
 
     Over the whole volume the many trivially negative voxels far from the head make every false
@@ -508,19 +401,3 @@ def _roc_region(case: _SampledCase, margin_mm: float | None) -> np.ndarray:
     from scipy import ndimage
 
     return ndimage.distance_transform_edt(~head, sampling=case.spacing) <= margin_mm
-
-
-@contextmanager
-def _cpu_threads(threads: int | None):
-    """Run a block with ``threads`` torch CPU threads, restoring the previous setting."""
-    if threads is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from avnbench.errors import ConfigError
+from avnbench.api import PredictCase
 from avnbench.testing import check_method
+from avnbench.training import NotFittedError
 from avnbench_patch25d import network as net
 from avnbench_patch25d.method import Patch25dCNN
 from avnbench_patch25d.postprocess import (
@@ -170,8 +171,9 @@ def test_paper_preset_is_the_studys_table_1():
 
 def test_predict_without_fit_says_what_to_do(tiny_dataset, tmp_path):
     method = Patch25dCNN.from_preset("smoke")
-    with pytest.raises(ConfigError, match="run fit first"):
-        list(method.predict(tiny_dataset.cases[:1], tmp_path, "cpu"))
+    with pytest.raises(NotFittedError, match="run fit first"):
+        sealed = [PredictCase.of(tiny_dataset.cases[0], with_landmarks=Patch25dCNN.card.uses_landmarks)]
+        list(method.predict(sealed, tmp_path, "cpu"))
 
 
 def test_fit_is_deterministic_on_cpu(tiny_dataset, tmp_path):
@@ -188,3 +190,16 @@ def test_fit_is_deterministic_on_cpu(tiny_dataset, tmp_path):
     different.fit(cases[:2], cases[2:3], tmp_path / "c", "cpu")
     other = torch.load(tmp_path / "c" / "model.pt", weights_only=True)
     assert not torch.equal(states[0]["fc1.weight"], other["fc1.weight"])
+
+
+def test_every_epoch_reaches_the_training_listener_while_fitting(tiny_dataset, tmp_path):
+    from avnbench.api import TrainingLog
+
+    events = []
+    method = Patch25dCNN.from_preset("smoke", epochs=3, iterations_per_epoch=2, batch_size=16, val_patches=30)
+    method.log = TrainingLog(tmp_path, listener=events.append)
+    method.fit(tiny_dataset.cases[:2], tiny_dataset.cases[2:3], tmp_path, "cpu")
+    epochs = [e for e in events if e.total is not None]
+    assert [(e.epoch, e.total) for e in epochs] == [(1, 3), (2, 3), (3, 3)]
+    assert all({"train_loss", "val_loss"} <= set(e.values) for e in epochs)
+    assert [e.seconds for e in epochs] == sorted(e.seconds for e in epochs)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from avnbench.data.dataset import Case
-from avnbench.methods import Method, MethodCard, MethodConfig, SegmentationPrediction
+from avnbench.api import Case, Method, MethodCard, MethodConfig, PredictCase, SegmentationPrediction
+from avnbench.training import require_fitted
 
 PARAMS_FILE = "threshold_baseline.json"
 
@@ -161,9 +161,11 @@ class ThresholdBaseline(Method):
             for k, v in params.items():
                 self.log.param(k, v)
 
-    def predict(self, cases: Sequence[Case], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
-        """Segment each case with the learned thresholds."""
-        params = json.loads((Path(workdir) / PARAMS_FILE).read_text())
+    def predict(self, cases: Sequence[PredictCase], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
+        """Segment each case with the learned thresholds; the head is found in the image itself
+        (no landmarks are needed at prediction time)."""
+        (params_file,) = require_fitted(self.card.name, Path(workdir), PARAMS_FILE)
+        params = json.loads(params_file.read_text())
         for case in cases:
             labels = segment(case.image_array(), case.spacing, params, self.config)
             yield SegmentationPrediction(case_id=case.case_id, labels=labels)

@@ -17,7 +17,12 @@ The job file ``avnbench_job.json`` sits in the trainer's output folder (``fold_<
   on. avnbench passes the fold's training cases split into train and an internal validation
   set, so the benchmark fold's own validation cases never reach the trainer.
 
-Without a job file the trainer behaves exactly like ``nnUNetTrainer``.
+After every epoch the trainer appends one JSON line to ``avnbench_epochs.jsonl`` in the same
+folder (``epoch`` 1-based, ``total``, ``train_loss``, ``val_loss``, ``pseudo_dice``,
+``pseudo_dice_ema``, ``lr``, ``epoch_seconds``); avnbench's method reads the file while nnU-Net
+trains and reports each line as an epoch of the fold.
+
+Without a job file the trainer behaves exactly like ``nnUNetTrainer`` (plus that file).
 """
 
 import json
@@ -26,6 +31,12 @@ import os
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 JOB_FILE = "avnbench_job.json"
+EPOCHS_FILE = "avnbench_epochs.jsonl"
+# nnU-Net's per-epoch log entries and the names avnbench reports them under
+EPOCH_VALUES = {
+    "train_losses": "train_loss", "val_losses": "val_loss", "mean_fg_dice": "pseudo_dice",
+    "ema_fg_dice": "pseudo_dice_ema", "lrs": "lr",
+}  # fmt: skip
 
 
 class nnUNetTrainerAvnbench(nnUNetTrainer):
@@ -80,12 +91,29 @@ class nnUNetTrainerAvnbench(nnUNetTrainer):
         every = int(self.avnbench_job.get("plot_every", 1))
         last = self.current_epoch >= self.num_epochs - 1
         if every <= 1 or last or (self.current_epoch + 1) % every == 0:
-            return super().on_epoch_end()
-        self.logger.plot_progress_png = lambda output_folder: None
-        try:
-            return super().on_epoch_end()
-        finally:
-            del self.logger.plot_progress_png  # the class's method again
+            super().on_epoch_end()
+        else:
+            self.logger.plot_progress_png = lambda output_folder: None
+            try:
+                super().on_epoch_end()
+            finally:
+                del self.logger.plot_progress_png  # the class's method again
+        self._report_epoch()
+
+    def _report_epoch(self):
+        """Append the epoch that just ended (nnU-Net has advanced current_epoch past it)."""
+        if self.local_rank != 0 or not self.output_folder:
+            return
+        log = self.logger.get_checkpoint()  # the per-epoch lists, by key
+        record = {"epoch": int(self.current_epoch), "total": int(self.num_epochs)}
+        for key, name in EPOCH_VALUES.items():
+            if log.get(key):
+                record[name] = float(log[key][-1])
+        starts, ends = log.get("epoch_start_timestamps"), log.get("epoch_end_timestamps")
+        if starts and ends:
+            record["epoch_seconds"] = float(ends[-1] - starts[-1])
+        with open(os.path.join(self.output_folder, EPOCHS_FILE), "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self, filename: str) -> None:
         # avnbench always predicts with checkpoint_final; a "best" checkpoint would be selected on
