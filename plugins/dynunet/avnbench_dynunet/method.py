@@ -47,6 +47,11 @@ DATA_USAGE_FILE = "data_usage.json"
 class DynUNetConfig(TorchMethodConfig):
     """Hyper-parameters of the Dynamic U-Net (defaults = the ``quick`` preset)."""
 
+    # Torch's own thread setting, as before the shared toolkit: it keeps the seeded smoke and
+    # quick numbers bit-identical (one thread changes the order of float reductions).
+    cpu_threads: int | None = Field(
+        default=None, gt=0, description="torch CPU threads during fit and predict (None: torch's setting)"
+    )
     filters: tuple[int, int, int, int, int] | None = Field(
         default=(8, 16, 32, 64, 96),
         description="feature channels per resolution level (5 levels); None = MONAI's defaults "
