@@ -215,11 +215,13 @@ class TrainingEvent(BaseModel):
 
     ``epoch`` is 1-based; ``total`` is the number of epochs planned (None for a lone curve point);
     ``values`` are losses and validation scores by name (logged as ``train/<name>``);
-    ``seconds`` is the time since the first report of this fit.
+    ``seconds`` is the time since the first report of this fit; ``kind`` says whether it is an
+    epoch report (:meth:`TrainingLog.epoch`) or a lone curve point (:meth:`TrainingLog.metric`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["epoch", "metric"] = "epoch"
     epoch: int
     total: int | None = None
     values: dict[str, float] = Field(default_factory=dict)
@@ -273,7 +275,7 @@ class TrainingLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"name": name, "value": value, "step": int(step)}) + "\n")
         if self.listener is not None:
-            self.listener(TrainingEvent(epoch=int(step), values={name: value}, seconds=self._elapsed()))
+            self.listener(TrainingEvent(kind="metric", epoch=int(step), values={name: value}, seconds=self._elapsed()))
 
     def param(self, name: str, value: Any) -> None:
         """Record a value the method chose during fit (a learned threshold, a cut-off ...)."""

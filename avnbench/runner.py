@@ -372,6 +372,8 @@ def _training_listener(registry: Registry, run: RunInfo, job: FoldJob, emit: Pro
 
     def on_training_event(event: TrainingEvent) -> None:
         registry.pm.hook.avnbench_training_event(run=run, job=job, event=event)
+        if event.kind != "epoch":  # a lone curve point (e.g. a number chosen after fit) is no epoch
+            return
         emit(RunEvent(kind="epoch", method=run.method, fold=job.fold, done=event.epoch, total=event.total,
                       values=event.values))
 
