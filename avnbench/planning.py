@@ -1,6 +1,6 @@
 """Planning: the one way (method, fold) jobs are made, and the order methods run in.
 
-:func:`plan_fold_jobs` turns a method, a dataset and a preset into :class:`FoldJob`\ s (used by
+:func:`plan_fold_jobs` turns a method, a dataset and a preset into :class:`FoldJob` objects (used by
 the runner, the conformance kit and the benchmarks alike); :func:`fold_cases` carves each job's
 training cases; :func:`method_for_fit` and :func:`method_for_predict` make the two instances a
 job uses; :func:`order_methods` orders methods by what their cards say they build on.

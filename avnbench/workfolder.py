@@ -54,6 +54,16 @@ def stage_predict_cases(job: FoldJob, cases: Sequence[Case], with_landmarks: boo
     return sealed
 
 
+def check_work_folder(workdir: Path) -> None:
+    """A ConfigError unless ``workdir`` is a folder or can become one (checked before any work)."""
+    workdir = Path(workdir)
+    for folder in (workdir, *workdir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"work folder {workdir}: {folder} is a file; pass a folder (--workdir)")
+            return
+
+
 @contextlib.contextmanager
 def work_folder_lock(workdir: Path, dataset_name: str) -> Iterator[Path]:
     """Hold ``<workdir>/<dataset>/.lock`` (``fcntl.flock``) while a run uses that folder.
@@ -66,8 +76,7 @@ def work_folder_lock(workdir: Path, dataset_name: str) -> Iterator[Path]:
 
     workdir = Path(workdir)
     folder = workdir / dataset_name
-    if workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"work folder {workdir} is a file; pass a folder (--workdir)")
+    check_work_folder(workdir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")

@@ -283,12 +283,21 @@ def import_running(e: Env) -> None:
     e.stack.enter_context(exclusive_lock(e.w / "out"))
 
 
+def existing_file(name: str, content: bytes = b"not a folder\n") -> Callable[[Env], None]:
+    def build(e: Env) -> None:
+        (e.w / name).write_bytes(content)
+
+    return build
+
+
 def nothing(e: Env) -> None:
     pass
 
 
 IMPORT = ["data", "import", "{w}/src/m.csv", "--out", "{w}/out"]
 SCORE = ["score", "--pred", "{w}/pred", "--ref", "{w}/ds", "--no-plots", "--bootstrap", "0"]
+RUN = ["run", "--method", "threshold-baseline", "--preset", "smoke", "--data", "{w}/ds", "--workdir", "{w}/work",
+       "--tracking-uri", "sqlite:///{w}/m.db", "--device", "cpu", "--bootstrap", "0"]
 PREVIEW = ["data", "preview", "{w}/ds", "--case", "{case}", "--out", "{w}/p.png"]
 
 ROWS = [
@@ -331,6 +340,18 @@ ROWS = [
     Row("score-out-below-a-file", nothing, [*SCORE, "--out", "{w}/ds/dataset.json/scores.csv"], "is a file, not a folder"),
     Row("preview-pixel-mm-tiny", nothing, [*PREVIEW, "--pixel-mm", "0.0001"], "over the limit of 4096"),
     Row("preview-existing-png", existing_png, PREVIEW, "exists; pass --force"),
+    # run: refused before anything is written (no work folder, no MLflow store)
+    Row("run-absolute-case-id", absolute_case_id, RUN, "case_id '/etc/passwd' must be"),
+    Row("run-entry-without-files", entry_without_files, RUN, "not found (and 1 more); restore the file"),
+    Row("run-case-in-no-val-fold", edit_split(_drop_from_val), RUN, "in no validation fold"),
+    Row("run-case-in-two-val-folds", edit_split(_val_twice), RUN, "in several validation folds"),
+    Row("run-unknown-case-in-split", edit_split(_unknown_case), RUN, "names cases not in the dataset: ghost"),
+    Row("run-patient-leak", edit_split(_train_and_val), RUN, "leaks patient(s)"),
+    Row("run-corrupt-splits-meta", corrupt_splits_meta, RUN, "invalid splits.meta.json"),
+    Row("run-workdir-is-a-file", existing_file("work"), RUN, "is a file; pass a folder (--workdir)"),
+    Row("run-unknown-tracking-scheme", nothing, [*RUN, "--tracking-uri", "foo://x"], "cannot open scheme 'foo'"),
+    Row("run-corrupt-mlflow-db", existing_file("m.db", b"\x13garbage" * 500), RUN, "is not an MLflow SQLite store"),
+    Row("run-unknown-method", nothing, [*RUN, "--method", "no-such"], "unknown method 'no-such'. Available:"),
     # sources
     Row("dicom-missing-slice", dicom_missing_slice, [*IMPORT, *PHANTOM_GRID], "not evenly spaced"),
     Row("duplicate-csv-column", duplicate_column, IMPORT, "column 'side' appears twice"),

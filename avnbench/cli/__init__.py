@@ -93,6 +93,13 @@ def _foreign_exit(e: SystemExit) -> None:
     sys.exit(e.code if isinstance(e.code, int) and e.code else 1)
 
 
+def _is_store_error(error: BaseException) -> bool:
+    """An error raised by MLflow or the database driver under it (checked by module name, so
+    that mlflow is not imported for commands that never open a store)."""
+    module = type(error).__module__ or ""
+    return module.split(".")[0] in ("mlflow", "sqlalchemy", "sqlite3")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point.
 
@@ -121,6 +128,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt as e:
         _interrupted(e, debug)
+    except OSError as e:
+        # A full disk, a read-only or vanished folder in the middle of work: one line naming
+        # the file. Whatever was finished before stays (fold results and images are written
+        # atomically), so re-running the same command resumes once the cause is fixed.
+        if debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(f"error: {where}{e.strerror or e} (free disk space or fix the folder's permissions, "
+                   "then re-run the same command to resume)", err=True)
+        sys.exit(2)
+    except Exception as e:
+        if debug or not _is_store_error(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        click.echo(f"error: the MLflow store failed ({first}); check free disk space and --tracking-uri "
+                   "(or MLFLOW_TRACKING_URI), then re-run the same command to resume", err=True)
+        sys.exit(2)
     except SystemExit as e:
         if _raised_by_the_cli(e):
             raise

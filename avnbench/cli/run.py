@@ -75,9 +75,11 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     from avnbench.cli.display import console, err_console, result_table, run_progress
     from avnbench.cli.methods import print_plugin_problems
     from avnbench.data.dataset import load_dataset
+    from avnbench.data.splits import ensure_splits
     from avnbench.errors import AvnbenchError
     from avnbench.plugins import load_registry
     from avnbench.runner import order_methods, resolve_device, run_benchmark
+    from avnbench.workfolder import check_work_folder
     from avnbench.reporting.tracking import REUSED_REF, client_for, default_tracking_uri
 
     registry = load_registry()
@@ -93,7 +95,9 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
             task = progress.add_task("generating the built-in phantom", total=None)
             data_dir = builtin_phantom(dev, phantom_cases, phantom_shape,
                                        progress=lambda done, total: progress.update(task, completed=done, total=total))
-    load_dataset(data_dir)  # a bad dataset fails before anything is written to the store
+    # A bad dataset, split or work folder fails here, before anything is written anywhere.
+    ensure_splits(load_dataset(data_dir))
+    check_work_folder(workdir)
     uri = tracking_uri or default_tracking_uri()
     client_for(uri)  # a store that cannot be opened fails here, in one line, before any training
     console.print(f"MLflow store: {uri}")

@@ -94,6 +94,11 @@ def _is_race(error: Exception) -> bool:
     return "already exists" in text or "database is locked" in text or type(error).__name__ == "OperationalError"
 
 
+def _has_sqlite_header(db: Path) -> bool:
+    with open(db, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+
+
 def client_for(uri: str):
     """An ``MlflowClient`` on ``uri``, checked to open (a new SQLite store is created safely).
 
@@ -109,6 +114,9 @@ def client_for(uri: str):
     db = sqlite_path(uri)
     if db is not None and not db.parent.is_dir():
         raise ConfigError(f"tracking URI {uri!r}: folder {db.parent} does not exist; create it or pass another --tracking-uri")
+    if db is not None and db.is_file() and db.stat().st_size and not _has_sqlite_header(db):
+        # refused before the store lock or MLflow touch anything beside it
+        raise DataError(f"{db}: is not an MLflow SQLite store; move it away or pass --tracking-uri with another store")
     _quiet_mlflow()
     from mlflow import MlflowClient
 
