@@ -17,6 +17,7 @@ from avnbench.data.dataset import Case, Dataset, load_dataset
 from avnbench.data.splits import SplitsMeta, carve_validation, ensure_splits
 from avnbench.errors import ConfigError, PluginError
 from avnbench.jobs import FoldJob, code_versions, run_key_for
+from avnbench.overrides import resolve_config
 from avnbench.methods import JobContext, Method, TrainingListener, TrainingLog
 from avnbench.plugins import Registry, load_registry
 from avnbench.workfolder import job_dir_for, shared_dir_for
@@ -71,9 +72,10 @@ def plan_fold_jobs(
 ) -> RunPlan:
     """The :class:`FoldJob` of each selected fold (all when ``folds`` is None).
 
-    A dataset without a split gets one with 5 folds. ``config_overrides`` are applied on top of
-    the preset (the conformance kit's keyword arguments); ``seed`` seeds the method and the
-    internal validation carve.
+    A dataset without a split gets one with 5 folds. ``config_overrides`` (field → value) are
+    applied on top of the preset and validated against the method's ``Config`` (an unknown field
+    or a bad value is a one-line ConfigError); they are part of the resolved config, hence of the
+    run key and the run's params. ``seed`` seeds the method and the internal validation carve.
     """
     registry = registry or load_registry()
     entry = registry.get(method)
@@ -83,7 +85,7 @@ def plan_fold_jobs(
     bad = [k for k in selected if not 0 <= k < len(fold_list)]
     if bad:
         raise ConfigError(f"fold(s) {bad} do not exist; the split has folds 0..{len(fold_list) - 1}")
-    config = entry.cls.Config.preset(preset, seed=seed, **(config_overrides or {}))
+    config = resolve_config(method, entry.cls.Config, preset, seed, config_overrides or {})
     config_dict = config.model_dump(mode="json")
     dev = resolve_device(device)
     code = code_versions(entry)

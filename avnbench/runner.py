@@ -256,6 +256,7 @@ def run_benchmark(
     registry: Registry | None = None,
     progress: ProgressCallback | None = None,
     n_bootstrap: int = 1000,
+    config_overrides: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run one method on all (or some) folds of a dataset, reporting each step to the plugins.
 
@@ -273,11 +274,13 @@ def run_benchmark(
             at every step of :mod:`avnbench.hookspecs`' run lifecycle.
         progress: callback receiving :class:`RunEvent` reports.
         n_bootstrap: bootstrap resamples for confidence intervals.
+        config_overrides: config field values on top of the preset (``--set``/``--config``),
+            validated against the method's ``Config``; they enter the run key and the params.
     """
     registry = registry or load_registry()
     emit = progress or (lambda e: None)
     # job planning (runner): the same jobs the conformance kit and the benchmarks run
-    plan = plan_fold_jobs(method, dataset_dir, workdir, preset, folds, device, seed, registry)
+    plan = plan_fold_jobs(method, dataset_dir, workdir, preset, folds, device, seed, registry, config_overrides)
     with work_folder_lock(workdir, plan.dataset.name):  # lock (runner): one run per work folder
         return _run_planned(method, preset, seed, plan, tracking_uri, registry, emit, n_bootstrap)
 

@@ -351,6 +351,9 @@ ROWS = [
     Row("run-workdir-is-a-file", existing_file("work"), RUN, "is a file; pass a folder (--workdir)"),
     Row("run-unknown-tracking-scheme", nothing, [*RUN, "--tracking-uri", "foo://x"], "cannot open scheme 'foo'"),
     Row("run-corrupt-mlflow-db", existing_file("m.db", b"\x13garbage" * 500), RUN, "is not an MLflow SQLite store"),
+    Row("run-set-unknown-field", nothing, [*RUN, "--set", "nope=1"], "no method of this command has a config field 'nope'"),
+    Row("run-set-bad-value", nothing, [*RUN, "--set", "sigma_mm=abc"], "config field 'sigma_mm'"),
+    Row("run-config-not-yaml", existing_file("o.yaml", b"a: [1,\n"), [*RUN, "--config", "{w}/o.yaml"], "not valid YAML or JSON"),
     Row("run-unknown-method", nothing, [*RUN, "--method", "no-such"], "unknown method 'no-such'. Available:"),
     # sources
     Row("dicom-missing-slice", dicom_missing_slice, [*IMPORT, *PHANTOM_GRID], "not evenly spaced"),

@@ -52,6 +52,29 @@ def parse_folds(text: str | None) -> list[int] | None:
         raise ConfigError(f"--folds takes fold numbers like 0 or 0,2 or all, not {text!r}") from None
 
 
+def collect_overrides(registry, names, set_items, config_file, cpu_threads, num_workers):
+    """The invocation's overrides (file, then ``--set``, then the shortcuts), checked against the
+    configs of the methods it runs before any work starts."""
+    from avnbench.overrides import Overrides, load_config_file, parse_set
+
+    overrides = Overrides()
+    if config_file is not None:
+        from_file = load_config_file(config_file, registry.names())
+        # a file may hold sections for several methods; those not run now are left for later
+        from_file.scoped = {m: v for m, v in from_file.scoped.items() if m in names or m not in registry.names()}
+        overrides = overrides.merged(from_file)
+    overrides = overrides.merged(parse_set(set_items))
+    shortcuts = {k: v for k, v in (("cpu_threads", cpu_threads), ("num_workers", num_workers)) if v is not None}
+    overrides = overrides.merged(Overrides(shared=shortcuts))
+    configs = {name: registry.get(name).cls.Config for name in names}
+    overrides.check_against(configs)
+    from avnbench.overrides import resolve_config
+
+    for name in names:  # a bad value fails now, not after other methods have trained
+        resolve_config(name, configs[name], "smoke", 0, overrides.for_method(name, configs[name]))
+    return overrides
+
+
 @cli.command()
 @click.option("--method", "method_names", multiple=True, required=True,
               help="Method name (repeatable), or 'all' for every registered method.")
@@ -67,7 +90,17 @@ def parse_folds(text: str | None) -> list[int] | None:
 @click.option("--phantom-cases", type=int, default=None, help="Built-in phantom only: number of cases.")
 @click.option("--phantom-shape", type=int, nargs=3, default=None, help="Built-in phantom only: Z Y X voxels.")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for CIs.")
-def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, seed, phantom_cases, phantom_shape, bootstrap):
+@click.option("--set", "set_items", multiple=True, metavar="[METHOD.]FIELD=VALUE",
+              help="Override a config field on top of the preset (repeatable): FIELD=VALUE for every "
+              "method that has the field, METHOD.FIELD=VALUE for one. Values are YAML (3, 0.5, true, [1, 2]).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="YAML or JSON file of overrides: fields, and/or method names mapping to fields.")
+@click.option("--cpu-threads", type=click.IntRange(min=1), default=None,
+              help="Torch CPU threads of every method that has the setting (same as --set cpu_threads=N).")
+@click.option("--num-workers", type=click.IntRange(min=0), default=None,
+              help="Data-loading workers of every method that has the setting (same as --set num_workers=N).")
+def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, seed, phantom_cases, phantom_shape,
+        bootstrap, set_items, config_file, cpu_threads, num_workers):
     """Fit and predict METHOD on every fold of a dataset, score it and log it to MLflow.
 
     Re-running the same command resumes: folds already finished are skipped.
@@ -88,6 +121,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     for name in names:
         registry.get(name)  # unknown names fail before any work starts
     names = order_methods(names, registry)  # members before the methods that build on them
+    overrides = collect_overrides(registry, names, set_items, config_file, cpu_threads, num_workers)
     fold_list = parse_folds(folds)
     dev = resolve_device(device)
     if data_dir is None:
@@ -108,6 +142,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
                 result = run_benchmark(
                     name, data_dir, workdir, preset=preset, folds=fold_list, device=dev, seed=seed,
                     tracking_uri=uri, registry=registry, progress=progress.on_event, n_bootstrap=bootstrap,
+                    config_overrides=overrides.for_method(name, registry.get(name).cls.Config),
                 )
         except AvnbenchError as e:
             if len(names) == 1:
