@@ -25,6 +25,7 @@ import pytest
 from avnbench import hookimpl
 from avnbench.data.dataset import Dataset, load_dataset
 from avnbench.errors import PluginError
+from avnbench.workfolder import job_dir_for  # noqa: F401  (re-exported: where a test's fold job keeps its files)
 from avnbench.methods import (
     PRESETS,
     ClassificationPrediction,

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from avnbench.api import DataError, PredictCase, TrainingLog, jic_classes, mid_coronal_slice, read_splits
-from avnbench.evaluation.localization import heatmap_top_decile_on_necrosis
+from avnbench.api import (
+    DataError,
+    PredictCase,
+    TrainingLog,
+    heatmap_top_decile_on_necrosis,
+    jic_classes,
+    mid_coronal_slice,
+    read_splits,
+)
 from avnbench.testing import check_method
 from avnbench.training import NotFittedError
 from avnbench_jic_classifier.augmentation import augment

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from avnbench.api import ConfigError, PredictCase, read_splits
-from avnbench.runner import job_dir_for
-from avnbench.testing import check_method
+from avnbench.testing import check_method, job_dir_for
 from avnbench.training import NotFittedError
 
 from avnbench_nnunet import _jobs
