@@ -5,14 +5,18 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from avnbench.reporting.leaderboard import analyse, collect_boards, readme_text, write_board
+from avnbench.reporting.leaderboard import (
+    analyse,
+    collect_boards,
+    readme_text,
+    write_board,
+)
 from avnbench.reporting.leaderboard_html import CHROMIUM_FLAGS, find_chromium
 from avnbench.reporting.leaderboard_rows import BoardRow, mark_comparable
 from avnbench.runner import run_benchmark
@@ -54,17 +58,17 @@ def test_only_rows_on_the_same_folds_are_compared(board):
 
 
 def _row(**kw) -> BoardRow:
-    base = dict(method="m", preset="smoke", task="segmentation", run_id="r", device="cpu", metrics={},
-                dataset_fingerprint="f" * 64, split_sha256="s" * 64, folds="0,1")
+    base = {"method": "m", "preset": "smoke", "task": "segmentation", "run_id": "r", "device": "cpu", "metrics": {},
+                "dataset_fingerprint": "f" * 64, "split_sha256": "s" * 64, "folds": "0,1"}
     return BoardRow(**(base | kw))
 
 
 @pytest.mark.parametrize(
     ("other", "reason"),
     [
-        (dict(dataset_fingerprint="e" * 64), "other dataset version"),
-        (dict(split_sha256="t" * 64), "other split"),
-        (dict(folds="0"), "other fold set (0 vs 0,1)"),
+        ({"dataset_fingerprint": "e" * 64}, "other dataset version"),
+        ({"split_sha256": "t" * 64}, "other split"),
+        ({"folds": "0"}, "other fold set (0 vs 0,1)"),
     ],
 )
 def test_why_a_row_is_not_compared(other, reason):

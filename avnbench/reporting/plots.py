@@ -1,4 +1,6 @@
-"""Run plots (PNG): relative necrosis volume manual vs automatic, Bland–Altman, confusion matrix.
+"""Run plots (PNG): relative necrosis volume manual vs automatic, Bland–Altman, confusion matrix;
+leaderboard figures (SVG text): rank blob plot, significance map, per-case dots and boxes,
+Bland–Altman panels per method.
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, no global backend
 change). Every function draws what the data allows and never fails on degenerate input (no
@@ -148,7 +150,7 @@ def svg_text(fig, salt: str) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: the svg goes inline
 
 
-def _short(label: str, width: int = 22) -> str:
+def _short(label: str, width: int = 30) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
@@ -173,6 +175,7 @@ def plot_rank_blobs(methods: Sequence[str], frequencies: np.ndarray, ranks: Sequ
         ax.scatter([x], [ranks[j]], marker="x", color="k", s=30, zorder=3)
     ax.set_xticks(range(k), [_short(methods[j]) for j in order], rotation=30, ha="right", fontsize="small")
     ax.set_yticks(range(1, k + 1))
+    ax.set_xlim(-0.6, k - 0.4)
     ax.set_ylim(k + 0.6, 0.4)
     ax.set_ylabel("rank (1 = best)")
     ax.scatter([], [], s=120, color="tab:blue", alpha=0.55, label="share of resamples")
@@ -197,7 +200,8 @@ def plot_significance_map(methods: Sequence[str], p_holm: np.ndarray, order: Seq
     p = np.asarray(p_holm, dtype=float)[np.ix_(order, order)]
     significant = np.where(np.isfinite(p) & (p < alpha), 1.0, 0.0)
     np.fill_diagonal(significant, np.nan)
-    ax.imshow(significant, cmap="Blues", vmin=-0.3, vmax=1.0)
+    ax.set_facecolor("0.85")  # the diagonal (NaN) shows the background: no self-comparison
+    ax.imshow(significant, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(k):
         for j in range(k):
             if i == j:
