@@ -226,3 +226,15 @@ def test_screenshot_of_the_board(written, store):
 
     png = screenshot(written[0], store[1] / "shot.png", width=800, height=600)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_compared_row_without_its_per_case_table_shows_dashes(board):
+    from avnbench.reporting.leaderboard import board_tables
+
+    quick = next(r for r in board.compared if r.preset == "quick")
+    bare = board.model_copy(update={"rows": [r.model_copy(update={"cases": []}) if r is quick else r for r in board.rows]})
+    analysis = analyse(bare, n_bootstrap=N_BOOT)
+    seg = board_tables(bare, analysis)["segmentation"].set_index("method")
+    assert seg.loc["threshold-baseline (quick)", "Dice necrosis"] == "–"
+    assert seg.loc["threshold-baseline (quick)", "rank"] == "–"
+    assert seg.loc["threshold-baseline (smoke)", "rank"].startswith("1 ")

@@ -54,6 +54,8 @@ def fmt_median_iqr(s: dict, digits: int = 3) -> str:
 
 
 def fmt_rank(s: dict) -> str:
+    if s["rank"] is None:
+        return "–"
     return f"{s['rank']} [{s['rank_low']}–{s['rank_high']}]"
 
 

@@ -116,6 +116,10 @@ class MetricResult:
     tests: PairwiseTests | None = None
 
     def summary(self, name: str) -> dict[str, float | int | None]:
+        """Mean, CI, quartiles, n and rank of ``name``; all None (n 0) for a row without a per-case table."""
+        if name not in self.values.methods:
+            return dict.fromkeys(("mean", "ci_low", "ci_high", "q1", "median", "q3", "rank", "rank_low", "rank_high")) | {
+                "n_hips": 0, "n_patients": 0}
         j = self.values.methods.index(name)
         column = self.values.values[:, j]
         hips, patients = self.values.defined(name)

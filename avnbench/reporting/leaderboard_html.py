@@ -59,7 +59,8 @@ def board_figures(analysis: BoardAnalysis) -> list[BoardFigure]:
     from avnbench.reporting import plots
 
     figures = []
-    for result in analysis.metrics:
+    grade_accuracy = [g.accuracy for g in analysis.grades if len(g.names) >= 2]
+    for result in analysis.metrics + grade_accuracy:
         m = result.metric
         if not m.ranked or not result.values.methods:
             continue
@@ -81,6 +82,8 @@ def board_figures(analysis: BoardAnalysis) -> list[BoardFigure]:
                                             _figure_title(analysis, f"Significance of {m.title}"), f"sig-{m.key}"),
                 "Dark cell: the row's method is better than the column's (one-sided Wilcoxon on per-patient means, "
                 "Holm-corrected over all ordered pairs, p < 0.05); numbers: adjusted p."))
+        if any(result is g for g in grade_accuracy):
+            continue  # a hip is right or wrong: dots and boxes of 0/1 say nothing
         figures.append(BoardFigure(
             f"cases_{m.key}", f"Per-hip values, {m.title}",
             plots.plot_case_dots(methods, result.values.values, order, m.title,
