@@ -238,3 +238,16 @@ def test_a_compared_row_without_its_per_case_table_shows_dashes(board):
     assert seg.loc["threshold-baseline (quick)", "Dice necrosis"] == "–"
     assert seg.loc["threshold-baseline (quick)", "rank"] == "–"
     assert seg.loc["threshold-baseline (smoke)", "rank"].startswith("1 ")
+
+
+def test_reused_fit_cost_is_footnoted(board):
+    from avnbench.reporting.leaderboard import board_tables, footnotes
+
+    quick = next(r for r in board.compared if r.preset == "quick")
+    ensemble = board.model_copy(update={"rows": [
+        r.model_copy(update={"builds_on": ["member-a", "member-b"]}) if r is quick else r for r in board.rows]})
+    analysis = analyse(ensemble, n_bootstrap=N_BOOT)
+    seg = board_tables(ensemble, analysis)["segmentation"].set_index("method")
+    assert seg.loc["threshold-baseline (quick)", "fit (s/fold)"].endswith(" †")
+    assert not seg.loc["threshold-baseline (smoke)", "fit (s/fold)"].endswith("†")
+    assert any(n.startswith("† threshold-baseline (quick)") and "member-a, member-b" in n for n in footnotes(analysis))

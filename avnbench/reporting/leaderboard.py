@@ -101,8 +101,8 @@ def footnotes(analysis: BoardAnalysis) -> list[str]:
     notes = []
     reused = [r for r in analysis.board.compared if r.builds_on]
     for r in reused:
-        notes.append(f"† {analysis.name(r)}: fit time excludes its members ({', '.join(r.builds_on)}), trained by "
-                     "their own jobs and reused here.")
+        notes.append(f"† {analysis.name(r)}: its fit time (fit column of the html and csv) excludes its members "
+                     f"({', '.join(r.builds_on)}), which were trained by their own jobs and reused here.")
     notes.append(
         "Values: mean over hips [patient-bootstrap 95 % CI] and median [interquartile range], computed from each run's "
         f"per-case table; n = hips/patients. Ranks: by the mean, 1 = best, with the 95 % interval of the rank over "

@@ -190,7 +190,7 @@ def plot_significance_map(methods: Sequence[str], p_holm: np.ndarray, order: Seq
     """challengeR's significance map: cell (row i, column j) dark when method i is significantly
     better than method j (Holm-corrected one-sided test), with the adjusted p-value printed."""
     k = len(methods)
-    size = max(4.0, 0.75 * k + 2.5)
+    size = max(4.0, 0.5 * k + 2.5)
     fig, ax = _figure((size + 1.0, size))
     ax.set_title(title, fontsize="medium")
     if k < 2:
