@@ -251,3 +251,9 @@ def test_reused_fit_cost_is_footnoted(board):
     assert seg.loc["threshold-baseline (quick)", "fit (s/fold)"].endswith(" †")
     assert not seg.loc["threshold-baseline (smoke)", "fit (s/fold)"].endswith("†")
     assert any(n.startswith("† threshold-baseline (quick)") and "member-a, member-b" in n for n in footnotes(analysis))
+
+
+def test_a_board_of_classifiers_only_still_renders(board, tmp_path):
+    only = board.model_copy(update={"rows": [r for r in board.rows if r.task == "classification"]})
+    page = write_board(only, tmp_path, n_bootstrap=N_BOOT)[0].read_text(encoding="utf-8")
+    assert "No compared segmentation runs." in page and "JIC classifier" in page

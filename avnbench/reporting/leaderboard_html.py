@@ -105,8 +105,8 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _cell(text: str, sort: object | None = None, title: str = "", href: str = "") -> str:
-    attrs = ""
+def _cell(text: str, sort: object | None = None, title: str = "", href: str = "", wrap: bool = False) -> str:
+    attrs = " class='wrap'" if wrap else ""
     if sort is not None and not (isinstance(sort, float) and math.isnan(sort)):  # NaN sorts as missing
         attrs += f" data-sort='{_esc(sort)}'"
     if title:
@@ -129,7 +129,8 @@ def _tip(s: dict, title: str) -> str:
 
 def segmentation_html(analysis: BoardAnalysis) -> str:
     board = analysis.board
-    headers = [("rank", "rank by mean Dice necrosis [95 % bootstrap interval]"), ("method", ""),
+    primary = analysis.primary.metric.title if analysis.primary else "the first metric"
+    headers = [("rank", f"rank by mean {primary} [95 % bootstrap interval]"), ("method", ""),
                ("n", "hips/patients")]
     for result in analysis.metrics:
         headers.append((result.metric.title, f"mean [95 % CI]; {result.metric.note}".rstrip("; ")))
@@ -159,7 +160,7 @@ def segmentation_html(analysis: BoardAnalysis) -> str:
             tip = "fit time excludes the members it reuses (footnote †)" if key == "fit_seconds" and row.builds_on else ""
             cells.append(_cell(cost_text(row, key), row.metrics.get(key), tip))
         cells.append(_cell(row.device, row.device))
-        cells.append(_cell(better_than_text(analysis, name)))
+        cells.append(_cell(better_than_text(analysis, name), wrap=True))
         cells.append(_cell("run", row.run_id, f"MLflow run {row.run_id}", board.run_url(row)))
         rows.append(cells)
     return _table("segmentation", headers, rows)
@@ -230,7 +231,7 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1500px;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:4px 8px;"
-    "white-space:nowrap}th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}th[aria-sort=ascending]::after"
+    "white-space:nowrap}td.wrap{white-space:normal;min-width:18em}th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}th[aria-sort=ascending]::after"
     "{content:' ▲'}th[aria-sort=descending]::after{content:' ▼'}tbody tr:nth-child(even){background:#fafafa}"
     ".banner{background:#fff3cd;border:1px solid #e0c36a;padding:8px 12px;font-weight:600}.scroll{overflow-x:auto}"
     ".figures{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:100%}figure svg{max-width:100%;height:auto}"
