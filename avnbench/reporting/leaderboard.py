@@ -1,252 +1,312 @@
-"""Leaderboards built from MLflow only: one folder per dataset with README.md, csv and html.
+"""Leaderboards built from MLflow only: one folder per dataset with README.md, csv, html, figures.
 
-One row per (method, preset): the latest finished parent run. Headline metrics carry their
-bootstrap 95 % CIs; cost columns come from the same run; every method is compared with the best
-one by paired Wilcoxon tests over the cases both scored (Holm-corrected over the metrics).
+Rows come from :mod:`avnbench.reporting.leaderboard_rows` (one per method, preset, plugin version,
+dataset fingerprint, split and fold set); only the main comparable group is ranked and tested, the
+other rows are listed apart with the reason. Every number of the comparison is computed here from
+the runs' per-case tables (``cases.csv``), with one patient bootstrap per metric, so that mean,
+interval, median, IQR, rank, rank interval and n all refer to the same hips.
 """
 
 from __future__ import annotations
 
-import html
-import math
-import tempfile
-from collections.abc import Sequence
+import textwrap
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
-from avnbench.reporting.tracking import PARENT_TAG, client_for
+from avnbench.reporting.leaderboard_analysis import (  # noqa: F401  (re-exported)
+    COST_COLUMNS,
+    GRADE_SYSTEMS,
+    LESION_FREE_NOTE,
+    N_BOOTSTRAP,
+    SEGMENTATION_METRICS,
+    BoardAnalysis,
+    BoardMetric,
+    analyse,
+    display_names,
+)
+from avnbench.reporting.leaderboard_rows import Board, BoardRow, collect_boards
 
-# (metric, column title, higher is better)
-SEGMENTATION_COLUMNS: list[tuple[str, str, bool]] = [
-    ("dice_vital", "Dice vital", True),
-    ("dice_necrosis", "Dice necrosis", True),
-    ("dice_head", "Dice head", True),
-    ("assd_vital_mm", "ASSD vital (mm)", False),
-    ("assd_necrosis_mm", "ASSD necrosis (mm)", False),
-    ("hd95_vital_mm", "HD95 vital (mm)", False),
-    ("hd95_necrosis_mm", "HD95 necrosis (mm)", False),
-    ("nsd1mm_vital", "NSD@1mm vital", True),
-    ("nsd1mm_necrosis", "NSD@1mm necrosis", True),
-    ("necrosis_cm3_mae", "necrosis MAE (cm³)", False),
-    ("necrosis_relvol_pearson_r", "rel. volume r", True),
-]
-GRADING_COLUMNS: list[tuple[str, str, bool]] = [
-    ("steinberg_accuracy", "Steinberg acc.", True),
-    ("steinberg_kappa_linear", "Steinberg κ lin.", True),
-    ("steinberg_kappa_quadratic", "Steinberg κ quad.", True),
-    ("jic_accuracy", "JIC acc.", True),
-    ("jic_kappa_linear", "JIC κ lin.", True),
-    ("jic_macro_auc", "JIC macro AUC", True),
-]
-COST_COLUMNS: list[tuple[str, str]] = [
-    ("fit_seconds", "fit (s/fold)"),
-    ("predict_seconds_per_case", "predict (s/case)"),
-]
-PRIMARY = {"segmentation": "dice_necrosis", "classification": "jic_accuracy"}
-PAIRED_METRICS = {
-    "segmentation": ["dice_vital", "dice_necrosis", "assd_vital_mm", "assd_necrosis_mm"],
-    "classification": [],
-}
+# --------------------------------------------------------------------------------------------
+# formatting
 
 
-class BoardRow(BaseModel):
-    """One method and preset on one dataset."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: str
-    preset: str
-    task: str
-    run_id: str
-    device: str
-    folds: str = ""
-    metrics: dict[str, float]
-    significance: str = ""
-    cases: list[dict[str, Any]] = Field(default_factory=list, repr=False)
-
-
-class Board(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str
-    synthetic: bool
-    rows: list[BoardRow]
-
-
-def collect_boards(tracking_uri: str) -> list[Board]:
-    """Read every experiment's latest finished parent run per (method, preset)."""
-    client = client_for(tracking_uri)
-    boards = []
-    for exp in client.search_experiments():
-        runs = client.search_runs(
-            [exp.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=5000,
-            order_by=["attributes.start_time DESC"],
-        )
-        latest: dict[tuple[str, str], Any] = {}
-        for run in runs:
-            if PARENT_TAG in run.data.tags or "method" not in run.data.params:
-                continue
-            key = (run.data.params["method"], run.data.params.get("preset", "?"))
-            latest.setdefault(key, run)
-        if not latest:
-            continue
-        synthetic = any(r.data.params.get("dataset_synthetic") == "True" for r in latest.values())
-        rows = []
-        for (method, preset), run in sorted(latest.items()):
-            rows.append(
-                BoardRow(
-                    method=method,
-                    preset=preset,
-                    task=run.data.tags.get("avnbench.task", "segmentation"),
-                    run_id=run.info.run_id,
-                    device=run.data.tags.get("device", run.data.params.get("device", "?")),
-                    folds=run.data.params.get("folds", ""),
-                    metrics=dict(run.data.metrics),
-                    cases=_read_cases(client, run.info.run_id),
-                )
-            )
-        board = Board(dataset=exp.name, synthetic=synthetic, rows=rows)
-        _add_significance(board)
-        boards.append(board)
-    return boards
-
-
-def _read_cases(client, run_id: str) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, "cases.csv", tmp)
-        except Exception:  # a run without its table simply gets no paired tests
-            return []
-        return pd.read_csv(path).to_dict(orient="records")
-
-
-def _add_significance(board: Board) -> None:
-    from avnbench.evaluation.comparison import paired_comparison
-
-    for task in ("segmentation", "classification"):
-        rows = [r for r in board.rows if r.task == task]
-        primary = PRIMARY[task]
-        scored = [r for r in rows if primary in r.metrics]
-        if len(scored) < 2 or not PAIRED_METRICS[task]:
-            continue
-        best = max(scored, key=lambda r: r.metrics[primary])
-        best.significance = "best"
-        for row in scored:
-            if row is best or not row.cases or not best.cases:
-                continue
-            result = paired_comparison(row.cases, best.cases, PAIRED_METRICS[task])
-            notes = []
-            for metric, res in result.items():
-                p = res.get("p_holm")
-                if p is not None and math.isfinite(p) and p < 0.05:
-                    notes.append(f"{metric} p={p:.3g}")
-            row.significance = "differs from best: " + ", ".join(notes) if notes else "n.s. vs best"
-
-
-def _count(metrics: dict[str, float]) -> str:
-    return str(int(metrics["n_cases"])) if "n_cases" in metrics else "–"
-
-
-def _fmt(metrics: dict[str, float], name: str) -> str:
-    if name not in metrics:
+def fmt_value(value: float | None, digits: int = 3) -> str:
+    if value is None or not np.isfinite(value):
         return "–"
-    value = metrics[name]
-    text = f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-    lo, hi = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
-    if lo is not None and hi is not None:
-        text += f" [{lo:.3f}, {hi:.3f}]" if abs(value) < 100 else f" [{lo:.1f}, {hi:.1f}]"
+    return f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def fmt_mean_ci(s: dict, digits: int = 3) -> str:
+    if s["mean"] is None:
+        return "–"
+    text = fmt_value(s["mean"], digits)
+    if s["ci_low"] is not None:
+        text += f" [{fmt_value(s['ci_low'], digits)}, {fmt_value(s['ci_high'], digits)}]"
     return text
 
 
-def board_tables(board: Board) -> dict[str, pd.DataFrame]:
-    """The segmentation, grading and cost tables of a board as data frames."""
-    seg_rows = [r for r in board.rows if r.task == "segmentation"]
-    seg_rows.sort(key=lambda r: -r.metrics.get("dice_necrosis", -1))
-    seg = pd.DataFrame(
-        [
-            {"method": r.method, "preset": r.preset, "folds": r.folds, "cases": _count(r.metrics)}
-            | {title: _fmt(r.metrics, m) for m, title, _ in SEGMENTATION_COLUMNS}
-            | {title: _fmt(r.metrics, m) for m, title in COST_COLUMNS}
-            | {"device": r.device, "paired tests (Holm)": r.significance}
-            for r in seg_rows
-        ]
-    )
-    all_rows = sorted(board.rows, key=lambda r: (-r.metrics.get("steinberg_accuracy", -1), -r.metrics.get("jic_accuracy", -1)))
-    grading = pd.DataFrame(
-        [
-            {"method": r.method, "preset": r.preset, "folds": r.folds,
-             "grade from": "segmentation" if r.task == "segmentation" else "direct classification"}
-            | {title: _fmt(r.metrics, m) for m, title, _ in GRADING_COLUMNS}
-            for r in all_rows
-        ]
-    )
-    return {"segmentation": seg, "grading": grading}
+def fmt_median_iqr(s: dict, digits: int = 3) -> str:
+    if s["median"] is None:
+        return "–"
+    return f"{fmt_value(s['median'], digits)} [{fmt_value(s['q1'], digits)}, {fmt_value(s['q3'], digits)}]"
 
 
-def _numeric_frame(board: Board) -> pd.DataFrame:
+def fmt_rank(s: dict) -> str:
+    if s["rank"] is None:
+        return "–"
+    return f"{s['rank']} [{s['rank_low']}–{s['rank_high']}]"
+
+
+def fmt_n(hips: int, patients: int | None) -> str:
+    return f"{hips}/{patients if patients is not None else '?'}"
+
+
+def cost_text(row: BoardRow, key: str) -> str:
+    text = fmt_value(row.metrics.get(key), 3)
+    if key == "fit_seconds" and row.builds_on and text != "–":
+        text += " †"
+    return text
+
+
+def segmentation_order(analysis: BoardAnalysis) -> list[BoardRow]:
+    """Segmentation rows by their rank on the primary metric (then name)."""
+    primary = analysis.primary
+    if primary is None:
+        return list(analysis.segmentation)
+
+    def key(row: BoardRow):
+        name = analysis.name(row)
+        if name not in primary.values.methods:
+            return (10**6, name)
+        return (int(primary.ranking.ranks[primary.values.methods.index(name)]), name)
+
+    return sorted(analysis.segmentation, key=key)
+
+
+def better_than_text(analysis: BoardAnalysis, name: str) -> str:
+    parts = []
+    for result in analysis.metrics:
+        if result.tests is None or name not in result.tests.methods:
+            continue
+        beaten = result.tests.better_than(name)
+        if beaten:
+            parts.append(f"{result.metric.title}: better than {', '.join(beaten)}")
+    return "; ".join(parts) or "no significant difference"
+
+
+def footnotes(analysis: BoardAnalysis) -> list[str]:
+    """The footnotes every rendering of the board carries."""
+    notes = []
+    reused = [r for r in analysis.board.compared if r.builds_on]
+    for r in reused:
+        notes.append(f"† {analysis.name(r)}: its fit time (fit column of the html and csv) excludes its members "
+                     f"({', '.join(r.builds_on)}), which were trained by their own jobs and reused here.")
+    notes.append(
+        "Values: mean over hips [patient-bootstrap 95 % CI] and median [interquartile range], computed from each run's "
+        f"per-case table; n = hips/patients. Ranks: by the mean, 1 = best, with the 95 % interval of the rank over "
+        f"{analysis.n_bootstrap} patient-bootstrap resamples (all hips of a drawn patient together). Significance: one-sided "
+        "Wilcoxon signed-rank tests on per-patient means over the hips both methods scored, Holm-corrected over all "
+        "ordered pairs of methods. Surface distances are over hips where both masks are non-empty; the one-empty count "
+        "and the false-positive necrosis volume of lesion-free hips are their own columns."
+    )
+    if analysis.grades:
+        notes.append(LESION_FREE_NOTE)
+    return notes
+
+
+def banner(board: Board) -> str:
+    if board.synthetic:
+        return (f"Dataset {board.dataset} is a SYNTHETIC PHANTOM generated by avnbench data synth. These numbers "
+                "measure the methods on simulated images; they are not clinical results.")
+    return f"Dataset {board.dataset}."
+
+
+def one_empty_count(row: BoardRow, label: str = "necrosis") -> int | None:
+    if not row.cases or f"empty_{label}" not in row.cases[0]:
+        return None
+    return sum(str(c.get(f"empty_{label}")) in ("pred", "ref") for c in row.cases)
+
+
+def segmentation_table(analysis: BoardAnalysis, headline_only: bool = False) -> pd.DataFrame:
+    """The compared segmentation rows, ranked by the primary metric."""
     records = []
-    for r in board.rows:
-        records.append({"dataset": board.dataset, "synthetic": board.synthetic, "method": r.method,
-                        "preset": r.preset, "folds": r.folds, "task": r.task, "device": r.device, "run_id": r.run_id,
-                        "significance": r.significance} | r.metrics)
+    for row in segmentation_order(analysis):
+        name = analysis.name(row)
+        rec = {"rank": "–", "method": name, "n": fmt_n(row.n_hips, row.n_patients)}
+        if analysis.primary is not None and name in analysis.primary.values.methods:
+            rec["rank"] = fmt_rank(analysis.primary.summary(name))
+        for result in analysis.metrics:
+            m = result.metric
+            if headline_only and not m.headline:
+                continue
+            s = result.summary(name)
+            rec[m.title] = fmt_mean_ci(s, 2 if headline_only else 3)
+            if not headline_only:
+                rec[f"{m.title} median [IQR]"] = fmt_median_iqr(s)
+                if m.ranked:
+                    rec[f"{m.title} rank"] = fmt_rank(s)
+        if not headline_only:
+            empty = one_empty_count(row)
+            rec["one-empty necrosis"] = "–" if empty is None else str(empty)
+            for key, title in COST_COLUMNS:
+                rec[title] = cost_text(row, key)
+            rec["device"] = row.device
+            rec["significant (Holm)"] = better_than_text(analysis, name)
+        records.append(rec)
     return pd.DataFrame(records)
 
 
-def _banner(board: Board) -> str:
-    if board.synthetic:
-        return (f"Dataset `{board.dataset}` is a SYNTHETIC PHANTOM generated by `avnbench data synth`. "
-                "These numbers measure the methods on simulated images; they are not clinical results.")
-    return f"Dataset `{board.dataset}`."
+def grading_table(analysis: BoardAnalysis, headline_only: bool = False) -> pd.DataFrame:
+    """Segmentation-derived and classifier grades, on the same lesion hips with the same classes."""
+    rows = {analysis.name(r): r for r in analysis.board.compared}
+    order = sorted(rows, key=lambda n: next(
+        (int(g.accuracy.ranking.ranks[g.names.index(n)]) for g in analysis.grades if n in g.names), 10**6))
+    records = []
+    for name in order:
+        row = rows[name]
+        rec = {"method": name, "grade from": row.grade_source()}
+        for g in analysis.grades:
+            label = g.accuracy.metric.title.replace(" accuracy", "")
+            if name not in g.names:
+                rec[f"{label} n"] = "–"
+                rec[f"{label} acc."] = "–"
+                rec[f"{label} κ lin."] = "–"
+                continue
+            s = g.accuracy.summary(name)
+            rec[f"{label} n"] = fmt_n(s["n_hips"], s["n_patients"])
+            rec[f"{label} acc."] = fmt_mean_ci(s, 2 if headline_only else 3)
+            ci = g.kappa_interval.get(name)
+            kappa = fmt_value(g.kappa_linear.get(name), 2 if headline_only else 3)
+            if ci and not headline_only:
+                kappa += f" [{fmt_value(ci[0])}, {fmt_value(ci[1])}]"
+            rec[f"{label} κ lin."] = kappa
+            if not headline_only:
+                rec[f"{label} rank"] = fmt_rank(s)
+        records.append(rec)
+    return pd.DataFrame(records)
 
 
-def _markdown_row(values: Sequence[Any]) -> str:
-    return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+def apart_table(board: Board, names: dict[str, str]) -> pd.DataFrame:
+    """Rows outside the main comparison, with their own logged numbers and why they are apart."""
+    records = []
+    for row in board.apart:
+        rec = {"method": names[row.run_id], "folds": row.folds, "n": fmt_n(row.n_hips, row.n_patients),
+               "not compared because": row.not_compared}
+        for key, title in (("dice_necrosis", "Dice necrosis (run)"), ("jic_accuracy", "JIC acc. (run)")):
+            rec[title] = fmt_value(row.metrics.get(key))
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def board_tables(board: Board, analysis: BoardAnalysis | None = None, headline_only: bool = False) -> dict[str, pd.DataFrame]:
+    """The board's tables: segmentation, grading and the rows not compared."""
+    analysis = analysis or analyse(board)
+    return {
+        "segmentation": segmentation_table(analysis, headline_only),
+        "grading": grading_table(analysis, headline_only),
+        "not compared": apart_table(board, analysis.names),
+    }
+
+
+def numeric_frame(analysis: BoardAnalysis) -> pd.DataFrame:
+    """One csv row per board row: identity, n, the board's statistics (``<metric>.mean``, ``.median``,
+    ``.q1``, ``.q3``, ``.rank``, ...), then every metric the run logged, under its own name."""
+    board = analysis.board
+    records = []
+    for row in board.rows:
+        name = analysis.name(row)
+        rec = {"dataset": board.dataset, "synthetic": board.synthetic, "method": row.method, "preset": row.preset,
+               "plugin_version": row.plugin_version, "dataset_fingerprint": row.dataset_fingerprint,
+               "split_sha256": row.split_sha256, "folds": row.folds, "task": row.task, "device": row.device,
+               "run_id": row.run_id, "run_url": board.run_url(row), "compared": not row.not_compared,
+               "not_compared_because": row.not_compared, "n_hips": row.n_hips, "n_patients": row.n_patients,
+               "grade_from": row.grade_source()}
+        results = list(analysis.metrics) + [g.accuracy for g in analysis.grades]
+        for result in results:
+            if row.not_compared or name not in result.values.methods:
+                continue
+            s = result.summary(name)
+            key = result.metric.key.replace("_correct", "_accuracy_same_hips")
+            for part in ("mean", "ci_low", "ci_high", "median", "q1", "q3", "n_hips", "n_patients"):
+                rec[f"{key}.{part}"] = s[part]
+            rec[f"{key}.iqr"] = (s["q3"] - s["q1"]) if s["q1"] is not None else None
+            if result.metric.ranked:
+                rec[f"{key}.rank"], rec[f"{key}.rank_ci_low"], rec[f"{key}.rank_ci_high"] = s["rank"], s["rank_low"], s["rank_high"]
+        for g in analysis.grades:
+            if name in g.kappa_linear and not row.not_compared:
+                rec[f"{g.system}_kappa_linear.same_hips"] = g.kappa_linear[name]
+        if not row.not_compared and row.task == "segmentation":
+            rec["significant_holm"] = better_than_text(analysis, name)
+        rec.update(dict(sorted(row.metrics.items())))  # as the run logged them
+        records.append(rec)
+    return pd.DataFrame(records)
 
 
 def _markdown(frame: pd.DataFrame) -> str:
-    cells = _markdown_row
+    def cells(values) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+
     lines = [cells(frame.columns), "|" + "---|" * len(frame.columns)]
-    lines += [cells(row) for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    return "\n".join(lines + [cells(row) for row in frame.itertuples(index=False)])
 
 
-def write_board(board: Board, out_dir: Path) -> list[Path]:
-    """Write README.md, leaderboard.csv and index.html for one dataset; returns the files."""
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=118, break_on_hyphens=False)
+
+
+def readme_text(analysis: BoardAnalysis) -> str:
+    """The README: headline columns only (the rest is in the csv and the html)."""
+    board = analysis.board
+    tables = board_tables(board, analysis, headline_only=True)
+    grading = tables["grading"].copy()
+    sources = []
+    if not grading.empty:
+        for i, source in enumerate(grading["grade from"]):
+            if source not in sources:
+                sources.append(source)
+            grading.loc[i, "grade from"] = f"({sources.index(source) + 1})"
+    md = [f"# Leaderboard: {board.dataset}", "", _wrap(banner(board)), "",
+          "Open index.html for every column, the figures and the links to the MLflow runs; leaderboard.csv has all numbers.",
+          ""]
+    md += ["## Segmentation", "", _wrap("rank: by Dice necrosis [95 % interval]; n: hips/patients; ASSD over hips where "
+                                       "both masks hold necrosis."), ""]
+    md += [_markdown(tables["segmentation"]) if not tables["segmentation"].empty else "no compared segmentation runs", ""]
+    md += ["## Grading on the same hips: segmentation-derived and classifier grades", ""]
+    md += [_markdown(grading) if not grading.empty else "no graded runs", ""]
+    md += [_wrap(f"({i + 1}) {s}") for i, s in enumerate(sources)] + [""]
+    if not tables["not compared"].empty:
+        md += ["## Not compared", "", "These runs used another dataset version, split or fold set than the rows above.", "",
+               _markdown(tables["not compared"]), ""]
+    md += [note for n in footnotes(analysis) for note in (_wrap(n), "")]
+    return "\n".join(md)
+
+
+def write_board(board: Board, out_dir: Path, n_bootstrap: int = N_BOOTSTRAP,
+                analysis: BoardAnalysis | None = None) -> list[Path]:
+    """Write index.html, README.md, leaderboard.csv and figures/*.svg for one dataset; returns the
+    files, the page first. ``analysis`` (default: :func:`analyse` with ``n_bootstrap``) is reused if given."""
+    from avnbench.reporting.leaderboard_html import board_figures, page_html
+
     folder = Path(out_dir) / board.dataset
     folder.mkdir(parents=True, exist_ok=True)
-    tables = board_tables(board)
-    note = ("Values: mean over cases [bootstrap 95 % CI]. Paired tests: Wilcoxon signed-rank over the "
-            "cases both methods scored, against the best method by necrosis Dice (segmentation), "
-            "Holm-corrected over the compared metrics. Generated by `avnbench leaderboard` from MLflow.")
-    md = [f"# Leaderboard: {board.dataset}", "", _banner(board), ""]
-    for title, frame in (("Segmentation", tables["segmentation"]), ("Grading: from segmentation vs direct classification", tables["grading"])):
-        md += [f"## {title}", "", _markdown(frame) if not frame.empty else "_no runs_", ""]
-    md += [note, ""]
+    analysis = analysis or analyse(board, n_bootstrap)
     readme = folder / "README.md"
-    readme.write_text("\n".join(md), encoding="utf-8")
+    readme.write_text(readme_text(analysis), encoding="utf-8")
     csv = folder / "leaderboard.csv"
-    _numeric_frame(board).to_csv(csv, index=False)
+    numeric_frame(analysis).to_csv(csv, index=False)
+    figures = board_figures(analysis)
+    figure_dir = folder / "figures"
+    figure_dir.mkdir(exist_ok=True)
+    written = [readme, csv]
+    for fig in figures:
+        path = figure_dir / f"{fig.name}.svg"
+        path.write_text(fig.svg, encoding="utf-8")
+        written.append(path)
     page = folder / "index.html"
-    page.write_text(_html(board, tables, note), encoding="utf-8")
-    return [readme, csv, page]
-
-
-def _html(board: Board, tables: dict[str, pd.DataFrame], note: str) -> str:
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
-             "th{background:#f0f0f0}.banner{background:#fff3cd;border:1px solid #e0c36a;padding:8px}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>avnbench: {html.escape(board.dataset)}</title>",
-             f"<style>{style}</style></head><body><h1>Leaderboard: {html.escape(board.dataset)}</h1>",
-             f"<p class='banner'>{html.escape(_banner(board))}</p>"]
-    for title, key in (("Segmentation", "segmentation"), ("Grading: from segmentation vs direct classification", "grading")):
-        frame = tables[key]
-        parts.append(f"<h2>{title}</h2>")
-        parts.append(frame.to_html(index=False, escape=True) if not frame.empty else "<p>no runs</p>")
-    parts.append(f"<p>{html.escape(note)}</p></body></html>")
-    return "\n".join(parts)
+    page.write_text(page_html(analysis, board_tables(board, analysis), figures), encoding="utf-8")
+    return [page] + written
 
 
 def build_leaderboards(tracking_uri: str, out_dir: Path) -> list[Path]:
@@ -257,6 +317,6 @@ def build_leaderboards(tracking_uri: str, out_dir: Path) -> list[Path]:
     return written
 
 
-def headline(board: Board, names: Sequence[str] = ("dice_vital", "dice_necrosis", "steinberg_accuracy", "jic_accuracy")) -> pd.DataFrame:
-    """A compact table for the terminal."""
-    return pd.DataFrame([{"method": r.method, "preset": r.preset} | {n: _fmt(r.metrics, n) for n in names} for r in board.rows])
+def headline(board: Board) -> pd.DataFrame:
+    """A compact table for the terminal: the compared segmentation rows' headline columns."""
+    return segmentation_table(analyse(board), headline_only=True)
