@@ -208,6 +208,11 @@ class JobContext(BaseModel):
     preset: str
     seed: int
     shared_dir: Path
+    code: dict[str, str] = Field(
+        default_factory=dict,
+        description="versions of the code running the job (avnbench, its git commit, the plugin): "
+        "key artefacts shared across jobs by it, so that changed code recomputes them",
+    )
 
 
 class TrainingEvent(BaseModel):

@@ -141,6 +141,11 @@ def method_for_fit(
         preset=job.preset,
         seed=job.seed,
         shared_dir=job.shared_dir,
+        code={
+            "avnbench": job.avnbench_version,
+            "avnbench.commit": job.avnbench_commit or "",
+            job.plugin_distribution or job.method: job.plugin_version or "",
+        },
     )
     method.log = TrainingLog(job.job_dir, listener=training_listener)
     return method

@@ -36,7 +36,7 @@ from avnbench.api import (
 from avnbench.training import NotFittedError, cpu_threads, require_fitted
 
 from avnbench_nnunet import _jobs
-from avnbench_nnunet.workspace import Workspace, training_key
+from avnbench_nnunet.workspace import Workspace, code_versions, training_key
 
 MODELS_FILE = "nnunet_models.json"
 
@@ -174,7 +174,9 @@ class _NnunetMethod(Method):
             ws = Workspace.create(
                 context.shared_dir, context.dataset_fingerprint,
                 training_key(context.preset, context.split_hash, config.seed,
-                             schedule.model_dump() == preset_schedule, schedule.model_dump()),
+                             schedule.model_dump() == preset_schedule, schedule.model_dump(),
+                             # installed versions plus the runner's (avnbench's git commit too)
+                             versions={**code_versions(), **context.code}),
             )
             env = ws.environment(device, _n_proc_da(config, device), config.preprocessing_processes)
             ws.ensure_preprocessed(context.dataset_dir, context.splits_file, env, config.preprocessing_processes)
