@@ -67,8 +67,9 @@ def plot_relative_volume(rows: Rows, path: Path | str, quantity: str = "necrosis
     high = float(max(ref.max(), pred.max(), 1e-6)) * 1.05
     ax.plot([0, high], [0, high], color="0.5", linestyle="--", linewidth=1, label="identity")
     ax.scatter(ref, pred, s=18, alpha=0.8, color="tab:red", label=f"cases (n = {len(ref)})")
-    ax.set_xlim(0, high)
-    ax.set_ylim(0, high)
+    low = -0.03 * high  # a margin, so that points on 0 (lesion-free hips) are not cut in half by the axes
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
     ax.set_aspect("equal")
     if len(ref) >= 2 and np.ptp(ref) > 0 and np.ptp(pred) > 0:
         r = float(np.corrcoef(ref, pred)[0, 1])
