@@ -337,9 +337,13 @@ def avnbench_run_started(run: "RunInfo") -> dict[str, str] | None:
 
 @hookimpl
 def avnbench_fold_started(run: "RunInfo", job: "FoldJob") -> None:
-    """Open the fold's child run, so that it is visible (RUNNING) while the fold trains."""
+    """Open the fold's child run, so that it is visible (RUNNING) while the fold trains.
+
+    Not for a reused parent (an external run scored again) nor a fold whose child run finished
+    before: those are kept as they are, and a new child would stay open.
+    """
     tracked = _open_run(run)
-    if tracked is not None:
+    if tracked is not None and not tracked.reused and job.fold not in tracked.finished_folds:
         tracked.open_fold(job)
 
 
