@@ -379,3 +379,31 @@ def test_parent_run_says_what_it_ran_on_and_shows_its_worst_and_best_case(tiny_d
     worst = min(rows, key=lambda r: r["dice_necrosis"])["case_id"]
     best = max(rows, key=lambda r: r["dice_necrosis"])["case_id"]
     assert f"overlay_worst_{worst}.png" in plots and f"overlay_best_{best}.png" in plots
+
+
+def test_ui_shares_a_runs_view_with_the_headline_metrics_as_columns(tmp_path):
+    import json
+
+    from avnbench.cli.ui import VIEW_TAG, runs_url, share_headline_view
+    from avnbench.reporting.tracking import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    old = client.create_experiment("made-before-kinds")  # an experiment from an older avnbench
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    run = client.create_run(old)
+    for name, value in (("dice_necrosis", 0.5), ("dice_vital", 0.9), ("n_cases", 8)):
+        client.log_metric(run.info.run_id, name, value)
+
+    key = share_headline_view(client, client.get_experiment(old))
+    tags = client.get_experiment(old).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(tags[VIEW_TAG])
+    assert view["selectedColumns"][-2:] == ["metrics.`dice_necrosis`", "metrics.`dice_vital`"]
+    assert "params.`method`" in view["selectedColumns"] and view["orderByKey"] == "attributes.start_time"
+    assert runs_url("http://h:1", old, key) == (
+        f"http://h:1/#/experiments/{old}/runs?workflowType=machine_learning&viewStateShareKey={key}"
+    )
+    assert client.get_experiment(ensure_experiment(client, "new", uri)).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )
