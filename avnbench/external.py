@@ -44,6 +44,7 @@ class ExternalScore(BaseModel):
     rows: list[dict[str, Any]]
     summary: Any  # avnbench.evaluation.summaries' segmentation summary
     tracking: dict[str, str]
+    unknown_files: list[str] = []  # ``*.nii.gz`` in the folder that name no case of the dataset
 
 
 def check_name(name: str, registry: Registry) -> None:
@@ -183,7 +184,16 @@ def score_external(
         except Exception:  # the run's own error is what the user needs
             pass
         raise
-    return ExternalScore(name=name, folds=fold_ids, rows=rows, summary=summary, tracking=tracking)
+    return ExternalScore(name=name, folds=fold_ids, rows=rows, summary=summary, tracking=tracking,
+                         unknown_files=unknown_label_maps(pred_dir, dataset))
+
+
+def unknown_label_maps(pred_dir: Path, dataset: Dataset) -> list[str]:
+    """Names of the ``*.nii.gz`` files in ``pred_dir`` that are no case's label map (not scored)."""
+    from avnbench.data.dataset import FILE_ENDING
+
+    known = {f"{c.case_id}{FILE_ENDING}" for c in dataset.cases}
+    return sorted(p.name for p in Path(pred_dir).glob(f"*{FILE_ENDING}") if p.name not in known)
 
 
 def _fold_job(run: RunInfo, dataset: Dataset, split_meta, k: int, fold, scratch: Path, code) -> FoldJob:

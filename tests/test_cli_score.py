@@ -183,6 +183,7 @@ def test_outside_predictions_become_a_run_the_leaderboard_ranks(tiny_dataset, tm
 
     folds, split_meta = read_splits(tiny_dataset)
     pred = nnunet_folder(tiny_dataset, folds[0].val + folds[1].val[:1], tmp_path / "nnunet_pred")
+    (pred / "other_site_017.nii.gz").write_bytes(b"not a case of this dataset, never read")
     before = sorted(p.name for p in pred.iterdir())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_benchmark("threshold-baseline", tiny_dataset.root, tmp_path / "work", preset="smoke", folds=[0],
@@ -193,6 +194,7 @@ def test_outside_predictions_become_a_run_the_leaderboard_ranks(tiny_dataset, tm
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     assert "logged to MLflow as method 'outside-net'" in out
+    assert "1 label map(s)" in out and "other_site_017.nii.gz" in out
     assert sorted(p.name for p in pred.iterdir()) == before, "nothing is written into the prediction folder"
     scores = tmp_path / "scores" / "outside-net"
     assert list(pd.read_csv(scores / "scores.csv")["case_id"]) == folds[0].val
@@ -256,3 +258,18 @@ def test_outside_predictions_refused_with_one_line(extra, message, tiny_dataset,
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "scores").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_fold_without_name_scores_that_folds_cases_only_and_logs_nothing(tiny_dataset, tmp_path, capsys,
+                                                                         monkeypatch):
+    from avnbench.data.splits import read_splits
+
+    folds, _ = read_splits(tiny_dataset)
+    pred = nnunet_folder(tiny_dataset, folds[2].val + folds[3].val[:1], tmp_path / "pred")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    code, _, err = run_cli(["score", "--pred", str(pred), "--ref", str(tiny_dataset.root), "--fold", "2",
+                            "--bootstrap", "0", "--no-plots"], capsys)
+    assert code == 0, err
+    assert list(pd.read_csv(tmp_path / "scores" / "pred" / "scores.csv")["case_id"]) == folds[2].val
+    assert not (tmp_path / "mlflow.db").exists()

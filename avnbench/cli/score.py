@@ -149,6 +149,10 @@ def score(pred_dir: Path, dataset_dir: Path, name: str | None, fold_texts: tuple
     for note in summary.notes:
         console.print(f"[dim]note: {note}[/dim]")
     console.print("written: " + ", ".join(str(p) for p in written))
+    if name and scored.unknown_files:
+        shown = ", ".join(scored.unknown_files[:5]) + (" ..." if len(scored.unknown_files) > 5 else "")
+        console.print(f"[dim]note: {len(scored.unknown_files)} label map(s) in {pred_dir} name no case of "
+                      f"{dataset.name} and were not scored: {shown}[/dim]", soft_wrap=True)
     if tracking:
         reused = tracking.get("mlflow.parent_run_reused") == "true"
         console.print(("already in MLflow (same label maps, dataset and split): run " if reused else
