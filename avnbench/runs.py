@@ -41,6 +41,19 @@ class RunInfo(BaseModel):
     device: Literal["cpu", "cuda"]
     run_key: str = Field(description="hash of (method, preset, config, dataset fingerprint, split)")
     tracking_uri: str | None = Field(default=None, description="MLflow store; None: no MLflow tracking")
+    source: Literal["avnbench", "external"] = Field(
+        default="avnbench",
+        description="avnbench: fitted and predicted by avnbench; external: label maps made elsewhere, "
+        "scored by ``avnbench score --name``",
+    )
+    predictions_dir: Path | None = Field(
+        default=None, description="external runs: the folder of their label maps; None: each fold's "
+        "``job_dir/predictions``",
+    )
+
+    def predictions_of(self, job_dir: Path) -> Path:
+        """The folder holding a fold's ``{case}.nii.gz`` label maps."""
+        return self.predictions_dir if self.predictions_dir is not None else job_dir / "predictions"
 
     @property
     def selection_key(self) -> str:

@@ -341,3 +341,69 @@ def test_every_hook_documents_each_of_its_arguments():
         doc = inspect.getdoc(hook) or ""
         for param in inspect.signature(hook).parameters:
             assert f":param {param}:" in doc, f"{hook.__name__} does not document {param}"
+
+
+def test_parent_run_says_what_it_ran_on_and_shows_its_worst_and_best_case(tiny_dataset, tmp_path):
+    import json
+
+    from avnbench.jobs import avnbench_commit
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_benchmark("threshold-baseline", tiny_dataset.root, tmp_path / "work", preset="smoke", folds=[0, 1],
+                           tracking_uri=uri, n_bootstrap=10)
+    client = MlflowClient(uri)
+    parent = client.get_run(result.parent_run_id)
+    (dataset_input,) = parent.inputs.dataset_inputs
+    assert dataset_input.dataset.name == tiny_dataset.name
+    assert dataset_input.dataset.digest == tiny_dataset.fingerprint[:36]
+    assert json.loads(dataset_input.dataset.source) == {"uri": str(tiny_dataset.root.resolve())}
+    assert json.loads(dataset_input.dataset.profile)["fingerprint_sha256"] == tiny_dataset.fingerprint
+    tags = parent.data.tags
+    assert tags.get("mlflow.source.git.commit") == avnbench_commit() and "git.commit" not in tags
+    assert tags["mlflow.source.name"] == "avnbench run" and tags["avnbench.source"] == "avnbench"
+    description = tags["mlflow.note.content"]
+    for fact in ("threshold-baseline", "`smoke`", tiny_dataset.name, "Folds 0, 1", "SYNTHETIC PHANTOM"):
+        assert fact in description
+    exp = client.get_experiment(parent.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    children = client.search_runs([exp.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    assert len(children) == 2
+    for child in children:
+        assert child.data.tags["synthetic"] == "true" and child.data.tags["avnbench.dataset"] == tiny_dataset.name
+        assert [i.dataset.digest for i in child.inputs.dataset_inputs] == [tiny_dataset.fingerprint[:36]]
+
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"relative_volume_manual_vs_auto.png", "bland_altman_relative_volume.png"} <= plots
+    rows = [r for r in result.rows if r["necrosis_cm3_ref"] > 0]
+    worst = min(rows, key=lambda r: r["dice_necrosis"])["case_id"]
+    best = max(rows, key=lambda r: r["dice_necrosis"])["case_id"]
+    assert f"overlay_worst_{worst}.png" in plots and f"overlay_best_{best}.png" in plots
+
+
+def test_ui_shares_a_runs_view_with_the_headline_metrics_as_columns(tmp_path):
+    import json
+
+    from avnbench.cli.ui import VIEW_TAG, runs_url, share_headline_view
+    from avnbench.reporting.tracking import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    old = client.create_experiment("made-before-kinds")  # an experiment from an older avnbench
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    run = client.create_run(old)
+    for name, value in (("dice_necrosis", 0.5), ("dice_vital", 0.9), ("n_cases", 8)):
+        client.log_metric(run.info.run_id, name, value)
+
+    key = share_headline_view(client, client.get_experiment(old))
+    tags = client.get_experiment(old).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(tags[VIEW_TAG])
+    assert view["selectedColumns"][-2:] == ["metrics.`dice_necrosis`", "metrics.`dice_vital`"]
+    assert "params.`method`" in view["selectedColumns"] and view["orderByKey"] == "attributes.start_time"
+    assert runs_url("http://h:1", old, key) == (
+        f"http://h:1/#/experiments/{old}/runs?workflowType=machine_learning&viewStateShareKey={key}"
+    )
+    assert client.get_experiment(ensure_experiment(client, "new", uri)).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )

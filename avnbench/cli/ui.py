@@ -1,5 +1,11 @@
 """``avnbench ui``: MLflow's own UI on the same store, bound to 127.0.0.1, opened on the runs.
 
+MLflow 3 has no server-side default columns: the runs table shows Source, Models and Dataset until
+a user picks more, and remembers the pick in the browser. What it does read is a *shared view*: an
+experiment tag ``mlflow.sharedViewState.<key>`` holding the table's state as JSON, applied when the
+URL carries ``viewStateShareKey=<key>`` (its "Share" button makes them). ``avnbench ui`` writes one
+with the headline metrics as columns, sorted by necrosis Dice, and opens the runs view with it.
+
 MLflow's server runs in a session of its own (it starts uvicorn, which starts workers), so that
 Ctrl-C or SIGTERM here stops the whole process group and leaves nothing listening.
 """
@@ -20,15 +26,58 @@ from avnbench.cli import cli
 # MLflow 3's UI defaults to its GenAI workflow (overview, traces); this search parameter of its
 # hash routes selects the classic machine-learning one, whose experiment page is the runs table.
 ML_WORKFLOW = "workflowType=machine_learning"
+VIEW_KEY = "avnbench-headline"
+VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
+# Shown as columns when the experiment has them.
+HEADLINE_METRICS = ("dice_necrosis", "dice_vital", "dice_head", "nsd1mm_necrosis", "hd95_necrosis_mm",
+                    "necrosis_cm3_mae", "steinberg_accuracy", "jic_accuracy", "jic_kappa_linear",
+                    "fit_seconds", "predict_seconds_per_case")
+HEADLINE_PARAMS = ("method", "preset", "folds")
+# Newest first: the UI nests fold runs under their parent only when sorted by start time.
+ORDER_BY = "attributes.start_time"
 STOP_GRACE_S = 10.0  # SIGTERM → SIGKILL, seconds
 STARTUP_TIMEOUT_S = 120.0
 
 
-def runs_url(base: str, experiment_id: str | None) -> str:
-    """The UI's runs table of one experiment, or its experiment list when there is none."""
+def runs_url(base: str, experiment_id: str | None, view_key: str | None = None) -> str:
+    """The UI's runs table of one experiment (with the shared view ``view_key``), or its experiment
+    list when there is none."""
     if experiment_id is None:
         return f"{base}/#/experiments?{ML_WORKFLOW}"
-    return f"{base}/#/experiments/{experiment_id}/runs?{ML_WORKFLOW}"
+    view = f"&viewStateShareKey={view_key}" if view_key else ""
+    return f"{base}/#/experiments/{experiment_id}/runs?{ML_WORKFLOW}{view}"
+
+
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # the UI's canonical column key
+
+
+def headline_view(metric_keys: set[str]) -> dict:
+    """The runs table's shared view state: the Source and Dataset columns, the run's method, preset
+    and folds, and the headline metrics among ``metric_keys``; newest run first."""
+    metrics = [m for m in HEADLINE_METRICS if m in metric_keys]
+    return {
+        "searchFilter": "",
+        "orderByKey": ORDER_BY,
+        "orderByAsc": False,
+        "selectedColumns": [_column("attributes", a) for a in ("Source", "Dataset")]
+        + [_column("params", p) for p in HEADLINE_PARAMS] + [_column("metrics", m) for m in metrics],
+    }
+
+
+def share_headline_view(client, experiment) -> str:
+    """Tag ``experiment`` with the headline view (and the runs-table experiment kind if it has no
+    kind); returns the view's key for :func:`runs_url`."""
+    import json
+
+    from avnbench.reporting.mlflow_store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    keys = {k for r in runs for k in r.data.metrics}
+    client.set_experiment_tag(experiment.experiment_id, VIEW_TAG, json.dumps(headline_view(keys)))
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return VIEW_KEY
 
 
 def pick_experiment(client, name: str | None):
@@ -116,10 +165,11 @@ def ui(tracking_uri: str | None, host: str, port: int, experiment: str | None, b
     from avnbench.reporting.tracking import artifact_root_for, client_for, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
-    exp = pick_experiment(client_for(uri), experiment)
+    client = client_for(uri)
+    exp = pick_experiment(client, experiment)
     _check_port_free(host, port)
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    url = runs_url(base, exp.experiment_id if exp else None)
+    url = runs_url(base, exp.experiment_id if exp else None, share_headline_view(client, exp) if exp else None)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]
     root = artifact_root_for(uri)

@@ -14,19 +14,25 @@ import functools
 import json
 import os
 import platform
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from avnbench import __version__
 from avnbench.errors import ConfigError, DataError
+from avnbench.jobs import avnbench_commit
 
 DEFAULT_TRACKING_FILE = "mlflow.db"
 SQLITE_PREFIX = "sqlite:///"
 # The schemes MLflow's tracking client opens (``dialect+driver`` database URIs count by dialect);
 # a path without a scheme is a local file store.
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+# MLflow 3's UI shows an experiment tagged with this kind as classic model development (runs table,
+# metrics, charts) instead of inferring a GenAI one (overview, traces) from an untagged experiment.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# MLflow's dataset table holds a digest of at most 36 characters (VARCHAR(36) on SQL stores).
+DIGEST_CHARS = 36
 
 
 def default_tracking_uri() -> str:
@@ -140,7 +146,11 @@ def artifact_root_for(uri: str) -> str | None:
 
 
 def ensure_experiment(client, name: str, uri: str) -> str:
-    """The id of the experiment named after the dataset, created if needed (safe when two runs race)."""
+    """The id of the experiment named after the dataset, created if needed (safe when two runs race).
+
+    The experiment is tagged ``mlflow.experimentKind = custom_model_development`` (an existing
+    one too, unless it has a kind already), so MLflow's UI opens it on the runs table.
+    """
     from mlflow.exceptions import MlflowException
 
     with store_lock(uri):
@@ -149,14 +159,33 @@ def ensure_experiment(client, name: str, uri: str) -> str:
             if exp is not None:
                 if exp.lifecycle_stage == "deleted":
                     client.restore_experiment(exp.experiment_id)
+                if EXPERIMENT_KIND_TAG not in exp.tags:
+                    client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return exp.experiment_id
             root = artifact_root_for(uri)
             try:
-                return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+                return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None,
+                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException as e:  # another process (on a server store) created it first
                 if attempt == 2 or not _is_race(e):
                     raise
     raise AssertionError("unreachable")
+
+
+def dataset_input(name: str, fingerprint: str, root: Path, synthetic: bool, context: str):
+    """An MLflow ``DatasetInput`` for an avnbench dataset folder: its name, digest (the first
+    :data:`DIGEST_CHARS` hex digits of the dataset fingerprint, whole in the profile), source (the
+    folder, as a local source) and ``mlflow.data.context`` (e.g. ``evaluation``)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(  # the entity MLflow's own local-folder source makes: type "local", {"uri": path}
+        name=name,
+        digest=fingerprint[:DIGEST_CHARS],
+        source_type="local",
+        source=json.dumps({"uri": str(root)}),
+        profile=json.dumps({"fingerprint_sha256": fingerprint, "synthetic": synthetic}),
+    )
+    return DatasetInput(dataset=dataset, tags=[InputTag(key="mlflow.data.context", value=context)])
 
 
 def environment_tags(device: str) -> dict[str, str]:
@@ -181,15 +210,9 @@ def _environment_tags(device: str) -> dict[str, str]:
             tags["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         tags["torch.version"] = "not installed"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode == 0:
-            tags["git.commit"] = commit.stdout.strip()
-            tags["mlflow.source.git.commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    commit = avnbench_commit()  # only avnbench's own checkout, never a repository it is installed in
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
     return tags
 
 

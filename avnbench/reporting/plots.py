@@ -50,46 +50,57 @@ def _note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
-def plot_relative_volume(rows: Rows, path: Path | str, quantity: str = "necrosis_relvol") -> Path:
+def plot_relative_volume(rows: Rows, path: Path | str, quantity: str = "necrosis_relvol",
+                         title: str | None = None) -> Path:
     """Scatter of manual (reference) vs automatic (predicted) relative necrosis volume (% of the
-    head) with the identity line and Pearson r (as seed 000, Figure 3)."""
+    head) with the identity line and Pearson r (as seed 000, Figure 3). ``title`` names what was
+    scored (e.g. ``"unet3d on avn-phantom"``); it heads the plot. The legend sits below the axes,
+    so it never hides a point."""
     ref, pred = _volume_pairs(rows, quantity)
-    fig, ax = _figure()
+    fig, ax = _figure((5.0, 5.6))
     unit = "%" if quantity.endswith("relvol") else "cm³"
     ax.set_xlabel(f"manual (reference) necrosis volume [{unit}]")
     ax.set_ylabel(f"automatic (predicted) necrosis volume [{unit}]")
-    title = "Relative necrosis volume" if unit == "%" else "Necrosis volume"
+    heading = "Relative necrosis volume" if unit == "%" else "Necrosis volume"
     if len(ref) == 0:
         _note(ax, "no cases")
-        ax.set_title(title)
+        ax.set_title(_titled(title, heading), fontsize="medium")
         return _save(fig, path)
     high = float(max(ref.max(), pred.max(), 1e-6)) * 1.05
     ax.plot([0, high], [0, high], color="0.5", linestyle="--", linewidth=1, label="identity")
     ax.scatter(ref, pred, s=18, alpha=0.8, color="tab:red", label=f"cases (n = {len(ref)})")
-    ax.set_xlim(0, high)
-    ax.set_ylim(0, high)
+    low = -0.03 * high  # a margin, so that points on 0 (lesion-free hips) are not cut in half by the axes
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
     ax.set_aspect("equal")
     if len(ref) >= 2 and np.ptp(ref) > 0 and np.ptp(pred) > 0:
         r = float(np.corrcoef(ref, pred)[0, 1])
-        title += f"  (Pearson r = {r:.2f})"
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize="small")
+        heading += f"  (Pearson r = {r:.2f})"
+    ax.set_title(_titled(title, heading), fontsize="medium")
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small")
     return _save(fig, path)
 
 
-def plot_bland_altman(rows: Rows, path: Path | str, quantity: str = "necrosis_relvol") -> Path:
-    """Bland–Altman plot of automatic − manual against their mean, with bias and 95 % limits."""
+def _titled(title: str | None, heading: str) -> str:
+    return f"{title}\n{heading}" if title else heading
+
+
+def plot_bland_altman(rows: Rows, path: Path | str, quantity: str = "necrosis_relvol",
+                      title: str | None = None) -> Path:
+    """Bland–Altman plot of automatic − manual against their mean, with bias and 95 % limits.
+    ``title`` names what was scored; the legend sits below the axes, clear of the points."""
     ref, pred = _volume_pairs(rows, quantity)
-    fig, ax = _figure((6.0, 4.5))
+    fig, ax = _figure((6.0, 5.0))
     unit = "%" if quantity.endswith("relvol") else "cm³"
     ax.set_xlabel(f"mean of manual and automatic [{unit}]")
     ax.set_ylabel(f"automatic − manual [{unit}]")
-    ax.set_title("Bland–Altman, " + ("relative necrosis volume" if unit == "%" else "necrosis volume"))
+    ax.set_title(_titled(title, "Bland–Altman, " + ("relative necrosis volume" if unit == "%" else "necrosis volume")),
+                 fontsize="medium")
     if len(ref) == 0:
         _note(ax, "no cases")
         return _save(fig, path)
     mean, diff = (ref + pred) / 2, pred - ref
-    ax.scatter(mean, diff, s=18, alpha=0.8, color="tab:blue")
+    ax.scatter(mean, diff, s=18, alpha=0.8, color="tab:blue", label=f"cases (n = {len(diff)})")
     bias = float(diff.mean())
     ax.axhline(bias, color="k", linewidth=1, label=f"bias {bias:+.2f}")
     if len(diff) >= 2:
@@ -101,7 +112,7 @@ def plot_bland_altman(rows: Rows, path: Path | str, quantity: str = "necrosis_re
         ax.text(0.02, 0.95, "one case: no limits of agreement", transform=ax.transAxes,
                 va="top", color="0.4", fontsize="small")
     ax.axhline(0, color="0.8", linewidth=0.8)
-    ax.legend(loc="lower right", fontsize="small")
+    fig.legend(loc="outside lower center", ncols=3, fontsize="small")
     return _save(fig, path)
 
 

@@ -9,6 +9,13 @@ selection), one child run per fold. A fold's child run is opened when the fold s
 training curves are logged while it trains, as ``train/<name>`` with the epoch as step, so MLflow's
 UI shows the run as it trains; scores, learned params and artifacts follow when the fold ends.
 
+What a parent run says it ran: the dataset as an MLflow input (name, digest = the fingerprint's
+first 36 hex digits, source = the dataset folder), ``mlflow.source.git.commit`` (avnbench's
+checkout), ``mlflow.source.name``, a description (``mlflow.note.content``: method, preset,
+dataset, folds, the synthetic warning), ``avnbench.source`` (``avnbench``, or ``external`` for
+label maps scored by ``avnbench score --name``); its artifacts include overlays of the worst and
+best case (:mod:`avnbench.reporting.overlays`). Child runs carry the dataset tags and input too.
+
 Resuming: running the same command again finds the parent with the same selection key.
 
 - parent unfinished (an interrupted run): it is resumed; its unfinished child runs (folds that
@@ -17,6 +24,8 @@ Resuming: running the same command again finds the parent with the same selectio
 - parent FINISHED and every fold's result reused (nothing computed): the parent is reused as it
   is and nothing is logged, so no duplicate run appears.
 - parent FINISHED but some fold is recomputed: a new parent run, since its numbers may differ.
+- an external run (``source == "external"``) whose parent FINISHED: reused as it is, since its
+  run key hashes the label maps' bytes, so the same key means the same numbers.
 
 The plugin keeps the runs it has open in :data:`_OPEN_RUNS`, by store and selection key, from
 ``avnbench_run_started`` until ``avnbench_run_finished`` or ``avnbench_run_aborted``.
@@ -35,6 +44,7 @@ from avnbench.reporting.mlflow_store import (  # noqa: F401  (re-exported: the s
     DEFAULT_TRACKING_FILE,
     artifact_root_for,
     client_for,
+    dataset_input,
     default_tracking_uri,
     ensure_experiment,
     environment_tags,
@@ -51,6 +61,9 @@ FOLD_TAG = "avnbench.fold"
 PARENT_TAG = "mlflow.parentRunId"
 DATASET_TAG = "avnbench.dataset"
 SYNTHETIC_TAG = "synthetic"
+SOURCE_TAG = "avnbench.source"
+PREDICTIONS_TAG = "avnbench.predictions"
+DESCRIPTION_TAG = "mlflow.note.content"
 TRAIN_PREFIX = "train/"
 PARENT_RUN_REF = "mlflow.parent_run_id"
 REUSED_REF = "mlflow.parent_run_reused"
@@ -80,7 +93,7 @@ class TrackedRun:
         finished = RunStatus.to_string(RunStatus.FINISHED)
         parent = None
         self.reused = False
-        if existing and existing[0].info.status == finished and run.computes_nothing:
+        if existing and existing[0].info.status == finished and (run.computes_nothing or run.source == "external"):
             parent, self.reused = existing[0], True
         elif existing and existing[0].info.status != finished:
             parent = existing[0]
@@ -88,9 +101,11 @@ class TrackedRun:
         if parent is None:
             parent = self.client.create_run(self.experiment_id, tags=self._parent_tags())
             self._log_params(parent.info.run_id, self._parent_params())
+            self._log_dataset(parent.info.run_id, "evaluation")
         self.run_id = parent.info.run_id
         self.finished_folds = self._finished_child_folds()
         self.open_children: dict[int, str] = {}
+        self.predictions: dict[int, Path] = {}  # fold -> folder of its label maps, for the overlays
 
     def _dataset_tags(self) -> dict[str, str]:
         return {
@@ -99,10 +114,43 @@ class TrackedRun:
             SYNTHETIC_TAG: str(self.info.dataset_synthetic).lower(),
         }
 
+    def _log_dataset(self, run_id: str, context: str) -> None:
+        run = self.info
+        self.client.log_inputs(run_id, datasets=[
+            dataset_input(run.dataset_name, run.dataset_fingerprint, run.dataset_root, run.dataset_synthetic, context)
+        ])
+
+    def _source_tags(self) -> dict[str, str]:
+        run = self.info
+        tags = {
+            SOURCE_TAG: run.source,
+            "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": "avnbench score" if run.source == "external" else "avnbench run",
+        }
+        if run.predictions_dir is not None:
+            tags[PREDICTIONS_TAG] = str(run.predictions_dir)
+        return tags
+
+    def describe(self) -> str:
+        """The parent run's description (markdown): what ran on what, and whether it is synthetic."""
+        run = self.info
+        what = (f"Label maps made outside avnbench, read from `{run.predictions_dir}` and scored by "
+                f"`avnbench score --name {run.method}`." if run.source == "external"
+                else f"`{run.method}` (plugin `{run.plugin}`), preset `{run.preset}`, seed {run.seed}, on {run.device}.")
+        text = (
+            f"**{run.method}** on dataset **{run.dataset_name}** (fingerprint `{run.dataset_fingerprint[:12]}`).\n\n"
+            f"{what}\n\nFolds {', '.join(map(str, run.folds))} of the {run.split_folds}-fold patient-grouped split "
+            f"`{run.split_sha256[:12]}`; one child run per fold, metrics on this run are over all their validation cases."
+        )
+        if run.dataset_synthetic:
+            text += "\n\n**SYNTHETIC PHANTOM: not clinical results.**"
+        return text
+
     def _parent_tags(self) -> dict[str, str]:
         run = self.info
-        return environment_tags(run.device) | self._dataset_tags() | {
+        return environment_tags(run.device) | self._dataset_tags() | self._source_tags() | {
             RUN_KEY_TAG: run.selection_key,
+            DESCRIPTION_TAG: self.describe(),
             "mlflow.runName": f"{run.method}-{run.preset}",
             "avnbench.plugin": run.plugin,
             "avnbench.plugin.distribution": run.plugin_distribution or "",
@@ -158,8 +206,12 @@ class TrackedRun:
             PARENT_TAG: self.run_id,
             FOLD_TAG: str(job.fold),
             "mlflow.runName": f"{job.method}-{job.preset}-fold{job.fold}",
-        } | environment_tags(job.device) | self._dataset_tags()
+            DESCRIPTION_TAG: f"Fold {job.fold} of {self.info.method} on {self.info.dataset_name}: "
+                             f"{len(job.val_ids)} validation case(s)."
+                             + (" SYNTHETIC PHANTOM: not clinical results." if self.info.dataset_synthetic else ""),
+        } | environment_tags(job.device) | self._dataset_tags() | self._source_tags()
         child_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
+        self._log_dataset(child_id, f"validation fold {job.fold}")
         self._log_params(child_id, {
             "method": job.method,
             "preset": job.preset,
@@ -193,6 +245,7 @@ class TrackedRun:
 
         from avnbench.methods import TrainingLog
 
+        self.predictions[job.fold] = self.info.predictions_of(job.job_dir)
         if job.fold in self.finished_folds:
             return
         child_id = self.open_children.pop(job.fold, None)
@@ -239,7 +292,12 @@ class TrackedRun:
             (tmp / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
             plots = tmp / "plots"
             plots.mkdir()
-            _make_plots(rows, summary, self.info.task, plots)
+            _make_plots(rows, summary, self.info, plots)
+            if self.info.task == "segmentation":
+                from avnbench.reporting.overlays import write_overlays
+
+                write_overlays(rows, self.info.dataset_root, self.predictions, self.info.method,
+                               self.info.dataset_name, plots)
             for p in [tmp / "cases.csv", tmp / "config.json", tmp / "summary.json"]:
                 self.client.log_artifact(self.run_id, str(p))
             if any(plots.iterdir()):
@@ -279,9 +337,13 @@ def avnbench_run_started(run: "RunInfo") -> dict[str, str] | None:
 
 @hookimpl
 def avnbench_fold_started(run: "RunInfo", job: "FoldJob") -> None:
-    """Open the fold's child run, so that it is visible (RUNNING) while the fold trains."""
+    """Open the fold's child run, so that it is visible (RUNNING) while the fold trains.
+
+    Not for a reused parent (an external run scored again) nor a fold whose child run finished
+    before: those are kept as they are, and a new child would stay open.
+    """
     tracked = _open_run(run)
-    if tracked is not None:
+    if tracked is not None and not tracked.reused and job.fold not in tracked.finished_folds:
         tracked.open_fold(job)
 
 
@@ -328,13 +390,15 @@ def _write_cases_csv(rows: list[dict], path: Path) -> None:
     frame.to_csv(path, index=False)
 
 
-def _make_plots(rows: list[dict], summary, task: str, out: Path) -> None:
+def _make_plots(rows: list[dict], summary, run: "RunInfo", out: Path) -> None:
     from avnbench.reporting import plots
 
-    if task == "segmentation":
-        plots.plot_relative_volume(rows, out / "relative_volume_manual_vs_auto.png")
-        plots.plot_bland_altman(rows, out / "bland_altman_relative_volume.png")
+    title = f"{run.method} ({run.preset})\non {run.dataset_name}"
+    if run.task == "segmentation":
+        plots.plot_relative_volume(rows, out / "relative_volume_manual_vs_auto.png", title=title)
+        plots.plot_bland_altman(rows, out / "bland_altman_relative_volume.png", title=title)
     tables = getattr(summary, "tables", {}) or {}
     for name, table in tables.items():
         if name.endswith("confusion") and isinstance(table, dict) and "matrix" in table:
-            plots.plot_confusion(table["matrix"], table["labels"], name.replace("_", " "), out / f"{name}.png")
+            plots.plot_confusion(table["matrix"], table["labels"], f"{title}\n{name.replace('_', ' ')}",
+                                 out / f"{name}.png")
