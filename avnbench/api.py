@@ -21,6 +21,7 @@ from avnbench.data.dataset import (
 from avnbench.data.splits import Fold, read_splits, split_hash
 from avnbench.errors import ConfigError, DataError, PluginError
 from avnbench.evaluation.grading import jic_boundaries_mm, jic_type
+from avnbench.evaluation.metrics import MetricDef
 from avnbench.evaluation.surface import dice
 from avnbench.evaluation.slices import PlaneSlice, mid_coronal_slice
 from avnbench.hookspecs import hookimpl
@@ -40,7 +41,7 @@ from avnbench.methods import (
 __all__ = [
     "FILE_ENDING", "JIC_TYPES", "LABELS", "Case", "CaseMeta", "ClassificationPrediction",
     "ConfigError", "DataError", "Dataset", "Fold", "Geometry", "JobContext", "Landmarks", "Method",
-    "MethodCard", "MethodConfig", "PlaneSlice", "PluginError", "PredictCase",
+    "MethodCard", "MethodConfig", "MetricDef", "PlaneSlice", "PluginError", "PredictCase",
     "SegmentationPrediction", "TrainingEvent", "TrainingLog", "dice", "hookimpl", "jic_boundaries_mm",
     "jic_classes", "jic_type", "load_dataset", "mid_coronal_slice", "read_splits", "split_hash",
 ]
