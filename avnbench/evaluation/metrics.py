@@ -483,6 +483,6 @@ def markdown_table(registry: MetricRegistry | None = None) -> str:
         shown = ", ".join(filter(None, ["headline" if d.headline else "", d.table or ""]))
         lines.append(
             f"| `{d.name}` | {d.unit} | {d.label or ''} | {better} | {d.aggregation} | "
-            f"{'yes' if d.interval else ''} | {shown} | {d.doc} |"
+            f"{'yes' if d.interval else ''} | {shown} | {d.doc.replace('|', chr(92) + '|')} |"
         )
     return "\n".join(lines) + "\n"
