@@ -188,3 +188,17 @@ def test_a_plugin_metric_reaches_the_run_result(tiny_dataset, tmp_path):
     expected = np.mean([-r["necrosis_cm3_ref"] for r in result.rows])
     assert result.metrics["necrosis_cm3_bias"] == pytest.approx(expected)
     assert math.isfinite(result.metrics["necrosis_cm3_bias_median"])
+
+
+class RaisingPlugin:
+    __name__ = "raises"
+
+    @hookimpl
+    def avnbench_register_metrics(self, register):
+        raise RuntimeError("no metrics today")
+
+
+def test_a_plugin_whose_metrics_hook_raises_is_named():
+    registry = load_registry(extra_plugins=(RaisingPlugin(),), use_entry_points=False)
+    with pytest.raises(PluginError, match="plugin 'raises' failed to register its metrics: RuntimeError"):
+        collect_metrics(registry.pm)

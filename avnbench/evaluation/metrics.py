@@ -468,9 +468,16 @@ def collect_metrics(pm: pluggy.PluginManager | None = None) -> MetricRegistry:
     for plugin in plugins:
         name = pm.get_name(plugin) or repr(plugin)
         others = [p for p in plugins if p is not plugin]
-        pm.subset_hook_caller(REGISTER_METRICS_HOOK, remove_plugins=others)(
-            register=lambda metric, _name=name: registry.register(metric, _name)
-        )
+        try:
+            pm.subset_hook_caller(REGISTER_METRICS_HOOK, remove_plugins=others)(
+                register=lambda metric, _name=name: registry.register(metric, _name)
+            )
+        except PluginError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one line that names the plugin
+            raise PluginError(
+                f"plugin {name!r} failed to register its metrics: {type(e).__name__}: {e}"
+            ) from e
     return registry
 
 
