@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from avnbench.evaluation.bootstrap import auc_rows, confusion_rows, kappa_from_confusion, pearson_rows
+from avnbench.evaluation.bootstrap import (
+    auc_rows,
+    confusion_rows,
+    kappa_from_confusion,
+    pearson_rows,
+)
 
 # metrics.md §12 T6
 T6_TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -38,7 +43,11 @@ def test_bootstrap_forms_match_the_libraries():
 
 
 def test_patient_resamples_draw_whole_patients():
-    from avnbench.evaluation.bootstrap import PatientResamples, patient_codes, resample_indices
+    from avnbench.evaluation.bootstrap import (
+        PatientResamples,
+        patient_codes,
+        resample_indices,
+    )
 
     # one hip per patient: exactly the ordinary case bootstrap
     codes, n = patient_codes([f"p{i}" for i in range(9)])

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from avnbench.evaluation.comparison import bootstrap_means, holm, paired_comparison, pairwise_wilcoxon
+from avnbench.evaluation.comparison import (
+    bootstrap_means,
+    holm,
+    paired_comparison,
+    pairwise_wilcoxon,
+)
 
 
 def test_holm_by_hand():

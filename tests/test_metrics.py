@@ -13,9 +13,17 @@ from pydantic import ValidationError
 
 from avnbench.data.dataset import CaseMeta, Geometry
 from avnbench.errors import PluginError
-from avnbench.evaluation.metrics import MetricDef, collect_metrics, default_metrics, markdown_table
+from avnbench.evaluation.metrics import (
+    MetricDef,
+    collect_metrics,
+    default_metrics,
+    markdown_table,
+)
 from avnbench.evaluation.scoring import score_case
-from avnbench.evaluation.summaries import summarize_classification, summarize_segmentation
+from avnbench.evaluation.summaries import (
+    summarize_classification,
+    summarize_segmentation,
+)
 from avnbench.hookspecs import hookimpl
 from avnbench.plugins import load_registry
 
@@ -86,7 +94,7 @@ def test_every_summary_key_is_described_by_the_registry():
 
 def test_docs_table_is_the_registry():
     text = DOCS.read_text(encoding="utf-8")
-    match = re.search(r"<!-- metrics-table:start -->\n(.*?)<!-- metrics-table:end -->", text, re.S)
+    match = re.search(r"<!-- metrics-table:start -->\n(.*?)<!-- metrics-table:end -->", text, re.DOTALL)
     assert match, "docs/metrics.md needs the generated table between its markers"
     assert match.group(1) == markdown_table(), (
         "docs/metrics.md is out of date: paste avnbench.evaluation.metrics.markdown_table()"

@@ -73,7 +73,7 @@ class PatientResamples:
         members[codes[order], slot] = order
         self.cases = members[self.draws].reshape(n_bootstrap, n_patients * width)
 
-    def take(self, values: np.ndarray, fill: float | int = np.nan) -> np.ndarray:
+    def take(self, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
         """(B, P·m) per-case ``values`` of each resample; unused slots hold ``fill``."""
         values = np.asarray(values)
         dtype = float if isinstance(fill, float) else values.dtype

@@ -104,8 +104,8 @@ def paired_comparison(
         px = per_patient_mean(x, codes, n_patients)
         py = per_patient_mean(y, codes, n_patients)
         res: dict[str, Any] = {
-            "n": int(len(x)),
-            "n_cases": int(len(x)),
+            "n": len(x),
+            "n_cases": len(x),
             "n_patients": int(n_patients),
             "mean_a": float(x.mean()) if len(x) else None,
             "mean_b": float(y.mean()) if len(y) else None,

@@ -36,18 +36,25 @@ from avnbench.evaluation.bootstrap import (
     pearson_rows,
     per_patient_mean,
 )
-from avnbench.evaluation.metrics import LABEL_SETS, MetricDef, MetricRegistry, case_values, default_metrics, has_values
-from avnbench.evaluation.rows import (  # noqa: F401 - re-exported: comparison and plots read them here
+from avnbench.evaluation.metrics import (
+    LABEL_SETS,
+    MetricDef,
+    MetricRegistry,
+    case_values,
+    default_metrics,
+    has_values,
+)
+from avnbench.evaluation.rows import (  # Rows, numeric_column, quietly: also read from here
     Patients,
     Rows,
     as_frame,
-    case_ids as _case_ids,
+    case_ids,
     numeric_column,
     quietly,
-    sample_sd as _sd,
-    strings as _strings,
+    sample_sd,
+    strings,
 )
-from avnbench.evaluation.volumes import ADVANCED_ARCO, EARLY_ARCO, early_vs_advanced, volume_agreement  # noqa: F401
+from avnbench.evaluation.volumes import early_vs_advanced, volume_agreement
 
 SEGMENTATION_LABELS = tuple(LABEL_SETS)
 #: Ordinal categories of the grades derived from label maps; "none" (no necrosis) ranks lowest.
@@ -109,7 +116,7 @@ def case_metric_statistics(summary: RunSummary, frame: pd.DataFrame, metric: Met
     values, applies = case_values(metric, frame)
     missing = applies & ~np.isfinite(values)
     if missing.any():
-        ids = [i for i, bad in zip(_case_ids(frame), missing) if bad]
+        ids = [i for i, bad in zip(case_ids(frame), missing) if bad]
         summary.notes.append(
             f"{metric.name}: {len(ids)} case(s) without a value left out ({', '.join(ids[:5])})"
         )
@@ -120,7 +127,7 @@ def case_metric_statistics(summary: RunSummary, frame: pd.DataFrame, metric: Met
         return values
     summary.put(metric.name, kept.mean())
     if metric.aggregation == "mean":
-        summary.put(f"{metric.name}_sd", _sd(kept))
+        summary.put(f"{metric.name}_sd", sample_sd(kept))
         q1, median, q3 = np.percentile(kept, [25, 50, 75])
         summary.put(f"{metric.name}_median", median)
         summary.put(f"{metric.name}_q1", q1)
@@ -163,9 +170,9 @@ def _grade_statistics(summary: RunSummary, frame: pd.DataFrame, system: str) -> 
     if ref_col not in frame.columns or pred_col not in frame.columns:
         summary.notes.append(f"{system}: no grades in the rows")
         return None
-    ids = _case_ids(frame)
-    ref = _codes(_strings(frame, ref_col), categories, f"{system} grade", ids)
-    pred = _codes(_strings(frame, pred_col), categories, f"{system} grade", ids)
+    ids = case_ids(frame)
+    ref = _codes(strings(frame, ref_col), categories, f"{system} grade", ids)
+    pred = _codes(strings(frame, pred_col), categories, f"{system} grade", ids)
     graded = (ref >= 0) & (pred >= 0)
     n_ungraded = int((~graded).sum())
     summary.metrics[f"n_{system}_graded"] = float(graded.sum())
@@ -198,7 +205,7 @@ def _grade_statistics(summary: RunSummary, frame: pd.DataFrame, system: str) -> 
 
 def _empty_counts(summary: RunSummary, frame: pd.DataFrame) -> None:
     for label in SEGMENTATION_LABELS:
-        states = _strings(frame, f"empty_{label}")
+        states = strings(frame, f"empty_{label}")
         n_both = sum(s == "both" for s in states)
         summary.metrics[f"n_empty_both_{label}"] = float(n_both)
         summary.metrics[f"n_empty_one_{label}"] = float(sum(s in ("pred", "ref") for s in states))
@@ -304,7 +311,11 @@ def summarize_classification(
     metrics of ``metrics`` (e.g. the heat-map score), and bootstrap 95 % CIs over resamples of
     the patients. Cases without a reference class are left out and counted.
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import (
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     classes = list(classes)
     if not classes:
@@ -316,13 +327,13 @@ def summarize_classification(
         summary.metrics["n_patients"] = float(Patients.of(frame).n_patients)
     for metric in (metrics or default_metrics()).case_metrics("classification"):
         case_metric_statistics(summary, frame, metric)
-    ids = _case_ids(frame)
-    ref = _codes(_strings(frame, f"{prefix}_ref"), classes, f"{prefix} class", ids)
+    ids = case_ids(frame)
+    ref = _codes(strings(frame, f"{prefix}_ref"), classes, f"{prefix} class", ids)
     prob_columns = [f"prob_{c}" for c in classes]
     has_probs = all(c in frame.columns for c in prob_columns)
     probs = np.column_stack([numeric_column(frame, c) for c in prob_columns]) if has_probs else None
     if f"{prefix}_pred" in frame.columns:
-        pred = _codes(_strings(frame, f"{prefix}_pred"), classes, f"{prefix} class", ids)
+        pred = _codes(strings(frame, f"{prefix}_pred"), classes, f"{prefix} class", ids)
     elif probs is not None:
         complete = np.isfinite(probs).all(axis=1)
         pred = np.where(complete, np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1), -1)

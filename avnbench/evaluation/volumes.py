@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from avnbench.evaluation.bootstrap import per_patient_mean
-from avnbench.evaluation.rows import Patients, numeric_column, quietly, sample_sd, strings
+from avnbench.evaluation.rows import (
+    Patients,
+    numeric_column,
+    quietly,
+    sample_sd,
+    strings,
+)
 
 if TYPE_CHECKING:
     from avnbench.evaluation.summaries import RunSummary
