@@ -78,8 +78,9 @@ def avnbench_register_metrics(register: Callable[["MetricDef"], None]) -> None:
                                doc="signed necrosis volume error", interval=True))
 
     A name that is already registered (built in or by another plugin) is refused with a
-    :class:`avnbench.errors.PluginError` naming both. Called once per plugin each time a run's
-    statistics are computed (:func:`avnbench.evaluation.metrics.collect_metrics`).
+    :class:`avnbench.errors.PluginError` naming both. Called once per plugin by
+    :func:`avnbench.evaluation.metrics.collect_metrics`, which the runner calls once per run
+    before its first hook; the run's and every fold's statistics then include the metrics.
 
     :param register: call it with each :class:`avnbench.evaluation.metrics.MetricDef`.
     """
