@@ -22,6 +22,7 @@ from avnbench.data.splits import Fold, read_splits, split_hash
 from avnbench.errors import ConfigError, DataError, PluginError
 from avnbench.evaluation.grading import jic_boundaries_mm, jic_type
 from avnbench.evaluation.localization import heatmap_top_decile_on_necrosis
+from avnbench.evaluation.metrics import MetricDef
 from avnbench.evaluation.surface import dice
 from avnbench.evaluation.slices import PlaneSlice, mid_coronal_slice
 from avnbench.hookspecs import hookimpl
@@ -41,7 +42,8 @@ from avnbench.methods import (
 __all__ = [
     "FILE_ENDING", "JIC_TYPES", "LABELS", "Case", "CaseMeta", "ClassificationPrediction",
     "ConfigError", "DataError", "Dataset", "Fold", "Geometry", "JobContext", "Landmarks", "Method",
-    "MethodCard", "MethodConfig", "PlaneSlice", "PluginError", "PredictCase",
-    "SegmentationPrediction", "TrainingEvent", "TrainingLog", "dice", "heatmap_top_decile_on_necrosis", "hookimpl", "jic_boundaries_mm",
+    "MethodCard", "MethodConfig", "MetricDef", "PlaneSlice", "PluginError", "PredictCase",
+    "SegmentationPrediction", "TrainingEvent", "TrainingLog", "dice", "heatmap_top_decile_on_necrosis",
+    "hookimpl", "jic_boundaries_mm",
     "jic_classes", "jic_type", "load_dataset", "mid_coronal_slice", "read_splits", "split_hash",
 ]

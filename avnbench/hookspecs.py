@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from avnbench.evaluation.metrics import MetricDef
     from avnbench.methods import Method, TrainingEvent
     from avnbench.runner import FoldJob, FoldResult
     from avnbench.runs import RunInfo
@@ -55,6 +56,33 @@ def avnbench_register_methods(register: Callable[[type["Method"]], None]) -> Non
     Called once per plugin while the registry is loaded, before any run.
 
     :param register: call it with each method class the plugin offers.
+    """
+
+
+@hookspec
+def avnbench_register_metrics(register: Callable[["MetricDef"], None]) -> None:
+    """Register the plugin's metrics: call ``register(MetricDef(...))`` once per metric.
+
+    A plugin metric is a case metric (``aggregation="mean"`` or ``"rate"``) whose value per
+    case comes from ``compute(row) -> float``: ``row`` is the case's scored row as a dict (every
+    column :func:`avnbench.evaluation.scoring.score_case` writes: ``case_id``, ``patient_id``,
+    Dice/distances, ``empty_<set>``, volumes, grades; NaN where a value is missing). Return NaN
+    or None to leave a case out. The run summary then reports its mean, ``_sd``, ``_median``,
+    ``_q1``, ``_q3``, ``_n`` and, with ``interval=True``, the patient-bootstrap ``_ci_low`` /
+    ``_ci_high``; MLflow and the leaderboard csv get the same names::
+
+        @hookimpl
+        def avnbench_register_metrics(register):
+            register(MetricDef(name="necrosis_cm3_bias", aggregation="mean", unit="cm³",
+                               compute=lambda row: row["necrosis_cm3_pred"] - row["necrosis_cm3_ref"],
+                               doc="signed necrosis volume error", interval=True))
+
+    A name that is already registered (built in or by another plugin) is refused with a
+    :class:`avnbench.errors.PluginError` naming both. Called once per plugin by
+    :func:`avnbench.evaluation.metrics.collect_metrics`, which the runner calls once per run
+    before its first hook; the run's and every fold's statistics then include the metrics.
+
+    :param register: call it with each :class:`avnbench.evaluation.metrics.MetricDef`.
     """
 
 

@@ -217,13 +217,16 @@ def score_prediction(
     return row
 
 
-def summarize(rows: list[dict[str, Any]], task: str, classes: Sequence[str] | None, n_bootstrap: int, seed: int):
-    """The run statistics of a set of per-case rows (see :mod:`avnbench.evaluation.summaries`)."""
+def summarize(rows: list[dict[str, Any]], task: str, classes: Sequence[str] | None, n_bootstrap: int, seed: int,
+              metrics=None):
+    """The run statistics of a set of per-case rows (see :mod:`avnbench.evaluation.summaries`);
+    ``metrics``: the metric registry (default: the built-in metrics)."""
     from avnbench.evaluation import summaries
 
     if task == "segmentation":
-        return summaries.summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed)
-    return summaries.summarize_classification(rows, list(classes or []), n_bootstrap=n_bootstrap, seed=seed)
+        return summaries.summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed, metrics=metrics)
+    return summaries.summarize_classification(rows, list(classes or []), n_bootstrap=n_bootstrap, seed=seed,
+                                              metrics=metrics)
 
 
 def cost_metrics(results: Sequence[FoldResult]) -> dict[str, float]:
@@ -323,6 +326,9 @@ def _run_planned(
     results: list[FoldResult] = []
     skipped: list[int] = []
     try:
+        from avnbench.evaluation.metrics import collect_metrics
+
+        metric_defs = collect_metrics(registry.pm)  # built-in + avnbench_register_metrics
         for refs in hook.avnbench_run_started(run=run):
             tracking.update(refs or {})
         emit(RunEvent(kind="run_started", method=method, total=len(jobs)))
@@ -338,7 +344,7 @@ def _run_planned(
                 listener = _training_listener(registry, run, job, emit)
                 result = run_fold_job(job, registry, emit, training_listener=listener)
             results.append(result)
-            fold_summary = summarize(result.rows, entry.card.task, entry.card.classes, 0, seed)
+            fold_summary = summarize(result.rows, entry.card.task, entry.card.classes, 0, seed, metric_defs)
             hook.avnbench_fold_finished(
                 run=run, job=job, result=result, metrics=fold_summary.metrics | cost_metrics([result]),
                 reused=previous is not None,
@@ -347,7 +353,7 @@ def _run_planned(
 
         emit(RunEvent(kind="scoring", method=method))
         rows = [row for r in results for row in r.rows]
-        summary = summarize(rows, entry.card.task, entry.card.classes, n_bootstrap, seed)
+        summary = summarize(rows, entry.card.task, entry.card.classes, n_bootstrap, seed, metric_defs)
         metrics = summary.metrics | cost_metrics(results)
         hook.avnbench_run_finished(run=run, rows=rows, summary=summary, metrics=metrics)
     except BaseException as e:

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from avnbench.evaluation.bootstrap import auc_rows, confusion_rows, kappa_from_confusion, pearson_rows
+from avnbench.evaluation.bootstrap import (
+    auc_rows,
+    confusion_rows,
+    kappa_from_confusion,
+    pearson_rows,
+)
 
 # metrics.md §12 T6
 T6_TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -35,3 +40,38 @@ def test_bootstrap_forms_match_the_libraries():
     tied = np.array([[0.1, 0.5, 0.5, 0.9, 0.5]])
     labels = np.array([[0, 1, 0, 1, 1]], dtype=bool)
     assert auc_rows(labels, tied)[0] == pytest.approx(roc_auc_score(labels[0], tied[0]))
+
+
+def test_patient_resamples_draw_whole_patients():
+    from avnbench.evaluation.bootstrap import (
+        PatientResamples,
+        patient_codes,
+        resample_indices,
+    )
+
+    # one hip per patient: exactly the ordinary case bootstrap
+    codes, n = patient_codes([f"p{i}" for i in range(9)])
+    single = PatientResamples(codes, n, 40, seed=3)
+    assert np.array_equal(single.cases, resample_indices(9, 40, 3))
+    # bilateral patients: a drawn patient brings all of its hips, and only drawn patients appear
+    ids = ["a", "a", "b", "c", "c", "d", None, None]  # no id: a patient of its own
+    codes, n = patient_codes(ids)
+    assert n == 6 and codes.tolist() == [0, 0, 1, 2, 2, 3, 4, 5]
+    resamples = PatientResamples(codes, n, 200, seed=5)
+    taken = resamples.take(codes, -1)
+    for row, draws in zip(taken, resamples.draws):
+        drawn = np.bincount(draws, minlength=n)
+        hips = np.bincount(row[row >= 0], minlength=n)
+        assert np.array_equal(hips, drawn * np.bincount(codes, minlength=n))
+    values = np.arange(8, dtype=float)
+    means = np.nanmean(resamples.take(values), axis=1)
+    for b in range(0, 200, 37):
+        chosen = np.concatenate([np.flatnonzero(codes == p) for p in resamples.draws[b]])
+        assert means[b] == pytest.approx(values[chosen].mean())
+
+
+def test_auc_rows_ignore_the_empty_slots():
+    score = np.array([[0.2, 0.9, np.nan, 0.4, 0.7, np.nan]])
+    positive = np.array([[0, 1, 1, 0, 1, 0]], dtype=bool)
+    finite = np.isfinite(score[0])
+    assert auc_rows(positive, score)[0] == pytest.approx(roc_auc_score(positive[0][finite], score[0][finite]))

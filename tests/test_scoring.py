@@ -85,11 +85,22 @@ def test_t4_empty_masks_score_case_and_summary():
     # a and d have no necrosis on either side: left out and counted; b and c are worst cases
     assert metrics["n_empty_both_necrosis"] == 2 and metrics["n_empty_one_necrosis"] == 2
     assert metrics["dice_necrosis"] == 0.0
-    assert metrics["assd_necrosis_mm"] == pytest.approx(diagonal)
+    # no case has both necrosis masks non-empty: the honest distance mean is undefined (left
+    # out, n = 0); the penalty-included mean is the image diagonal of b and c
+    assert "assd_necrosis_mm" not in metrics and metrics["assd_necrosis_mm_n"] == 0
+    assert metrics["assd_necrosis_mm_penalized"] == pytest.approx(diagonal)
+    assert metrics["hd95_necrosis_mm_penalized_n"] == 2
+    # a, c and d have no reference necrosis: c's invented 7×8×10-voxel lesion is the only
+    # false positive
+    assert metrics["necrosis_fp_cm3_n"] == 3 and metrics["necrosis_fp_rate"] == pytest.approx(1 / 3)
+    assert metrics["necrosis_fp_cm3"] == pytest.approx(560 * 0.44 * 0.44 / 1000 / 3)
+    assert metrics["necrosis_fp_cm3_median"] == 0.0
     assert metrics["dice_head"] == pytest.approx(0.75)  # 1, 1, 1 and 0 for the empty prediction
     assert metrics["n_empty_pred_head"] == 1
     assert all(math.isfinite(v) for v in metrics.values())
     assert any("both masks empty" in note for note in summary.notes)
+    assert any("2 case(s) with one mask empty left out of assd_necrosis_mm" in note
+               for note in summary.notes)
 
 
 # ---- T5: volumes and relative necrosis ---------------------------------------------------------

@@ -154,3 +154,68 @@ def test_degenerate_inputs_leave_metrics_out_with_a_note():
     assert one.metrics["dice_vital"] == segmentation_rows(1)[0]["dice_vital"]
     assert all(math.isfinite(v) for v in one.metrics.values())
     assert any("2+ cases" in n for n in one.notes)
+
+
+def bilateral_rows() -> list[dict]:
+    """The 12 rows of segmentation_rows as 4 bilateral and 4 unilateral patients."""
+    rows = segmentation_rows()
+    for i, row in enumerate(rows):
+        row["patient_id"] = f"p{i // 2}" if i < 8 else f"p{i - 4}"
+    return rows
+
+
+def test_tests_and_correlations_use_per_patient_means():
+    rows = bilateral_rows()
+    summary = summarize_segmentation(rows, n_bootstrap=0)
+    m = summary.metrics
+    frame = pd.DataFrame(rows)
+    means = frame.groupby("patient_id", sort=False)[["necrosis_relvol_ref", "necrosis_relvol_pred"]].mean()
+    ref, pred = means["necrosis_relvol_ref"].to_numpy(), means["necrosis_relvol_pred"].to_numpy()
+    assert m["n_patients"] == 8 and m["n_cases"] == 12
+    assert m["necrosis_relvol_pearson_r"] == pytest.approx(stats.pearsonr(ref, pred).statistic)
+    assert m["necrosis_relvol_pearson_p"] == pytest.approx(stats.pearsonr(ref, pred).pvalue)
+    assert m["necrosis_relvol_ttest_p"] == pytest.approx(stats.ttest_rel(pred, ref).pvalue)
+    hips = stats.pearsonr(frame["necrosis_relvol_ref"], frame["necrosis_relvol_pred"]).statistic
+    assert m["necrosis_relvol_pearson_r_hips"] == pytest.approx(hips)
+    # Bland–Altman stays descriptive over hips
+    diff = (frame["necrosis_relvol_pred"] - frame["necrosis_relvol_ref"]).to_numpy()
+    assert m["necrosis_relvol_bland_altman_bias"] == pytest.approx(diff.mean())
+    # Mann–Whitney: per-patient means within each group; p0..p3 have an early and an advanced hip
+    early = frame["arco_ref"].isin(["I", "II"])
+    groups = [frame[mask].groupby("patient_id")["necrosis_relvol_ref"].mean() for mask in (early, ~early)]
+    expected = stats.mannwhitneyu(groups[0], groups[1], alternative="two-sided").pvalue
+    assert m["necrosis_relvol_early_vs_advanced_p_ref"] == pytest.approx(expected)
+    assert m["n_arco_early"] == 6 and m["n_arco_early_patients"] == len(groups[0])
+    assert any("in both groups" in n for n in summary.notes)
+    assert any("12 hip(s) of 8 patient(s), 4 bilateral" in n and "per-patient means" in n
+               for n in summary.notes)
+
+
+def test_median_and_quartiles_beside_mean_and_sd():
+    rows = segmentation_rows()
+    m = summarize_segmentation(rows, n_bootstrap=0).metrics
+    values = np.array([r["assd_necrosis_mm"] for r in rows])
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    assert (m["assd_necrosis_mm_q1"], m["assd_necrosis_mm_median"], m["assd_necrosis_mm_q3"]) == pytest.approx(
+        (q1, median, q3))
+    assert m["assd_necrosis_mm_n"] == 12 and m["dice_vital_n"] == 12
+    assert m["necrosis_cm3_mae_median"] == pytest.approx(
+        np.median([abs(r["necrosis_cm3_pred"] - r["necrosis_cm3_ref"]) for r in rows]))
+
+
+def test_the_bootstrap_resamples_patients():
+    # each patient's two hips are identical copies: resampling patients sees 6 independent values,
+    # so the intervals equal those of the 6 single hips; resampling hips would narrow them
+    single = segmentation_rows(6)
+    for row in single:
+        row["patient_id"] = row["case_id"]
+    doubled = single + [dict(r, case_id=r["case_id"] + "L") for r in single]
+    by_patient = summarize_segmentation(doubled, n_bootstrap=400, seed=3).metrics
+    alone = summarize_segmentation(single, n_bootstrap=400, seed=3).metrics
+    for name in ("dice_vital", "necrosis_cm3_mae", "steinberg_accuracy"):
+        assert by_patient[f"{name}_ci_low"] == pytest.approx(alone[f"{name}_ci_low"])
+        assert by_patient[f"{name}_ci_high"] == pytest.approx(alone[f"{name}_ci_high"])
+    as_hips = summarize_segmentation([{k: v for k, v in r.items() if k != "patient_id"} for r in doubled],
+                                     n_bootstrap=400, seed=3).metrics
+    width = lambda m: m["dice_vital_ci_high"] - m["dice_vital_ci_low"]
+    assert width(as_hips) < 0.85 * width(by_patient)

@@ -152,14 +152,11 @@ def run_progress() -> RunProgress:
     return RunProgress()
 
 
-HEADLINE = [
-    ("dice_vital", "Dice vital"), ("dice_necrosis", "Dice necrosis"), ("dice_head", "Dice head"),
-    ("assd_vital_mm", "ASSD vital mm"), ("assd_necrosis_mm", "ASSD nec. mm"),
-    ("hd95_necrosis_mm", "HD95 nec. mm"), ("necrosis_cm3_mae", "nec. MAE cm³"),
-    ("steinberg_accuracy", "Steinberg acc."), ("steinberg_kappa_linear", "Steinberg κ"),
-    ("jic_accuracy", "JIC acc."), ("jic_kappa_linear", "JIC κ"), ("jic_macro_auc", "JIC AUC"),
-    ("fit_seconds", "fit s/fold"), ("predict_seconds_per_case", "predict s/case"),
-]
+def headline_columns(task: str | None = None) -> list[tuple[str, str]]:
+    """(metric, title) of the headline metrics, read from the metric registry."""
+    from avnbench.evaluation.metrics import default_metrics
+
+    return [(d.name, d.title) for d in default_metrics().headline(task)]
 
 
 def result_table(result) -> Table:
@@ -168,14 +165,19 @@ def result_table(result) -> Table:
     t = Table(title=f"{result.method} [{result.preset}] on {result.dataset}{tag}: folds {result.folds}")
     t.add_column("metric")
     t.add_column("mean ± SD", justify="right")
+    t.add_column("median [IQR]", justify="right")
     t.add_column("95 % CI", justify="right")
+    t.add_column("n", justify="right")
     m = result.metrics
-    for key, title in HEADLINE:
+    for key, title in headline_columns():
         if key not in m:
             continue
         sd = f" ± {m[key + '_sd']:.3f}" if key + "_sd" in m else ""
+        iqr = (f"{m[key + '_median']:.3f} [{m[key + '_q1']:.3f}, {m[key + '_q3']:.3f}]"
+               if key + "_q1" in m else "")
         ci = f"[{m[key + '_ci_low']:.3f}, {m[key + '_ci_high']:.3f}]" if key + "_ci_low" in m else ""
-        t.add_row(title, f"{m[key]:.3f}{sd}", ci)
+        n = str(int(m[key + "_n"])) if key + "_n" in m else ""
+        t.add_row(title, f"{m[key]:.3f}{sd}", iqr, ci, n)
     if result.skipped_folds:
         t.caption = f"folds {result.skipped_folds} were finished before and reused"
     return t

@@ -10,25 +10,19 @@ import click
 
 from avnbench.cli import cli
 
-# (metric, title, count of cases left out, count of worst cases) for the summary table
-_SEGMENTATION_ROWS = [
-    (f"{metric.format(label)}", f"{title} {label}", f"n_empty_both_{label}", f"n_empty_one_{label}")
-    for label in ("vital", "necrosis", "head")
-    for metric, title in (("dice_{}", "Dice"), ("assd_{}_mm", "ASSD mm"), ("hd95_{}_mm", "HD95 mm"),
-                          ("nsd1mm_{}", "NSD@1mm"))
-]
-_AGREEMENT_ROWS = [
-    ("necrosis_cm3_mae", "necrosis volume MAE cm³"),
-    ("necrosis_relvol_mae", "relative necrosis MAE %"),
-    ("necrosis_relvol_pearson_r", "relative necrosis Pearson r"),
-    ("necrosis_relvol_bland_altman_bias", "relative necrosis bias %"),
-    ("steinberg_accuracy", "Steinberg accuracy"),
-    ("steinberg_kappa_linear", "Steinberg κ linear"),
-    ("steinberg_kappa_quadratic", "Steinberg κ quadratic"),
-    ("jic_accuracy", "JIC accuracy"),
-    ("jic_kappa_linear", "JIC κ linear"),
-    ("jic_kappa_quadratic", "JIC κ quadratic"),
-]
+def _segmentation_rows():
+    """Case metrics of the summary table, in registry order (each with its n and median/IQR)."""
+    from avnbench.evaluation.metrics import default_metrics
+
+    return [d for d in default_metrics().case_metrics("segmentation")]
+
+
+def _agreement_rows():
+    """Scores over all cases (correlations, grade agreement) of the summary table."""
+    from avnbench.evaluation.metrics import default_metrics
+
+    return [d for d in default_metrics().for_task("segmentation")
+            if d.aggregation == "statistic" and d.higher_is_better is not None]
 
 
 @cli.command()
@@ -177,23 +171,29 @@ def _summary_table(metrics: dict[str, float], dataset: str, synthetic: bool, n_c
 
     tag = " (SYNTHETIC PHANTOM, not clinical results)" if synthetic else ""
     table = Table(title=f"{n_cases} case(s) of {dataset}{tag}")
-    for column in ("metric", "mean ± SD", "95 % CI", "left out (both empty)", "worst case (one empty)"):
+    for column in ("metric", "mean ± SD", "median [IQR]", "95 % CI", "n"):
         table.add_column(column, justify="left" if column == "metric" else "right")
 
-    def fmt(name: str) -> tuple[str, str]:
+    def fmt(name: str) -> tuple[str, str, str, str]:
         value = metrics.get(name)
         if value is None or not math.isfinite(value):
-            return "–", ""
+            return "–", "", "", ""
         text = f"{value:.3f}" + (f" ± {metrics[name + '_sd']:.3f}" if name + "_sd" in metrics else "")
+        iqr = (f"{metrics[name + '_median']:.3f} [{metrics[name + '_q1']:.3f}, {metrics[name + '_q3']:.3f}]"
+               if name + "_q1" in metrics else "")
         ci = (f"[{metrics[name + '_ci_low']:.3f}, {metrics[name + '_ci_high']:.3f}]"
               if name + "_ci_low" in metrics else "")
-        return text, ci
+        n = str(int(metrics[name + "_n"])) if name + "_n" in metrics else ""
+        return text, iqr, ci, n
 
-    for name, title, both, one in _SEGMENTATION_ROWS:
-        text, ci = fmt(name)
-        table.add_row(title, text, ci, str(int(metrics.get(both, 0))), str(int(metrics.get(one, 0))))
-    for name, title in _AGREEMENT_ROWS:
-        text, ci = fmt(name)
-        if text != "–":
-            table.add_row(title, text, ci, "", "")
+    for metric in _segmentation_rows():
+        if metric.name + "_n" in metrics:
+            table.add_row(metric.title or metric.name, *fmt(metric.name))
+    for metric in _agreement_rows():
+        cells = fmt(metric.name)
+        if cells[0] != "–":
+            table.add_row(metric.title or metric.name, *cells)
+    for label in ("vital", "necrosis", "head"):
+        both, one = metrics.get(f"n_empty_both_{label}", 0), metrics.get(f"n_empty_one_{label}", 0)
+        table.add_row(f"cases {label}: both / one mask empty", "", "", "", f"{int(both)} / {int(one)}")
     return table

@@ -1,14 +1,19 @@
-"""Bootstrap kernels: statistics computed for every resample at once.
+"""Bootstrap kernels: statistics computed for every resample at once, resampling patients.
 
-A resample matrix has one row per bootstrap resample and one column per case (``(B, n)``
-indices drawn with replacement); each kernel reduces rows of values to one number per resample
-and returns NaN where the statistic is undefined. Only the cheap vectorised forms are here (mean,
+Hips of one patient are not independent (bilateral patients), so a resample draws *patients*
+with replacement and takes all their hips together (:class:`PatientResamples`). Its case matrix
+has one row per resample; a row has a slot for every hip of every drawn patient, and slots a
+patient with fewer hips leaves free point at a sentinel that reads as NaN (values) or -1 (codes).
+Each kernel reduces rows of values to one number per resample, ignores NaN and negative codes,
+and returns NaN where the statistic is undefined. With one hip per patient this is exactly the
+ordinary case bootstrap. Only the cheap vectorised forms are here (mean,
 Pearson r, accuracy, weighted kappa, rank AUC); the point estimates come from scipy.stats and
 scikit-learn, and the tests check these kernels against those libraries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,8 +27,61 @@ MIN_DEFINED_FRACTION = 0.5
 
 
 def resample_indices(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
-    """(n_bootstrap, n) case indices drawn with replacement from ``default_rng(seed)``."""
+    """(n_bootstrap, n) indices drawn with replacement from ``default_rng(seed)``."""
     return np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
+
+
+def patient_codes(patient_ids: Sequence[object]) -> tuple[np.ndarray, int]:
+    """(code per case, number of patients): codes 0..P-1 in order of first appearance. A case
+    without a patient id (None, NaN, "") is a patient of its own."""
+    index: dict[str, int] = {}
+    codes = np.empty(len(patient_ids), dtype=np.int64)
+    for i, pid in enumerate(patient_ids):
+        missing = pid is None or pid == "" or (isinstance(pid, float) and np.isnan(pid))
+        key = f"\0case {i}" if missing else str(pid)
+        codes[i] = index.setdefault(key, len(index))
+    return codes, len(index)
+
+
+def per_patient_mean(values: np.ndarray, codes: np.ndarray, n_patients: int) -> np.ndarray:
+    """Mean of the finite values of each patient's cases, (n_patients,); NaN without one."""
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    total = np.bincount(codes[ok], weights=values[ok], minlength=n_patients)
+    count = np.bincount(codes[ok], minlength=n_patients)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+class PatientResamples:
+    """``n_bootstrap`` resamples of the patients (seeded), with all hips of a drawn patient.
+
+    ``draws`` (B, P) are patient indices, for statistics over per-patient values
+    (:meth:`patients`); ``cases`` (B, P·m) are case indices, m the most hips of one patient,
+    with the sentinel ``n_cases`` in unused slots, for statistics over hips (:meth:`take`).
+    """
+
+    def __init__(self, codes: np.ndarray, n_patients: int, n_bootstrap: int, seed: int):
+        codes = np.asarray(codes, dtype=np.int64)
+        self.n_cases, self.n_patients, self.n_bootstrap = len(codes), n_patients, n_bootstrap
+        self.draws = resample_indices(n_patients, n_bootstrap, seed)
+        sizes = np.bincount(codes, minlength=n_patients)
+        width = int(sizes.max()) if len(sizes) else 1
+        members = np.full((n_patients, width), self.n_cases, dtype=np.int64)
+        order = np.argsort(codes, kind="stable")
+        slot = np.arange(len(codes)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        members[codes[order], slot] = order
+        self.cases = members[self.draws].reshape(n_bootstrap, n_patients * width)
+
+    def take(self, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        """(B, P·m) per-case ``values`` of each resample; unused slots hold ``fill``."""
+        values = np.asarray(values)
+        dtype = float if isinstance(fill, float) else values.dtype
+        return np.append(values.astype(dtype, copy=False), np.array([fill], dtype=dtype))[self.cases]
+
+    def patients(self, values: np.ndarray) -> np.ndarray:
+        """(B, P) per-patient ``values`` of each resample."""
+        return np.asarray(values)[self.draws]
 
 
 def nanmean_rows(values: np.ndarray) -> np.ndarray:
@@ -89,12 +147,16 @@ def kappa_from_confusion(cm: np.ndarray, weights: str | None) -> np.ndarray:
 
 
 def auc_rows(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """ROC AUC per row (Mann–Whitney form, ties counted half); NaN without both classes."""
+    """ROC AUC per row (Mann–Whitney form, ties counted half) over the finite scores; NaN
+    without both classes."""
     from scipy.stats import rankdata
 
-    ranks = rankdata(score, axis=1)
+    score = np.asarray(score, dtype=float)
+    valid = np.isfinite(score)
+    ranks = rankdata(np.where(valid, score, np.inf), axis=1)  # NaN slots rank last, never count
+    positive = np.asarray(positive, dtype=bool) & valid
     n_pos = positive.sum(axis=1)
-    n_neg = positive.shape[1] - n_pos
+    n_neg = valid.sum(axis=1) - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = ((ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)

@@ -1,19 +1,22 @@
-"""Run summaries over per-case score rows: means, agreement, volumes, grades, bootstrap CIs.
+"""Run summaries over per-case score rows: case metrics, agreement, volumes, grades, CIs.
 
 Input rows are what :func:`avnbench.evaluation.scoring.score_case` (segmentation) or the runner
 (classification: ``jic_ref``, ``jic_pred``, ``prob_<class>``) produce, as dicts or a pandas
 DataFrame (e.g. read back from ``cases.csv``, where None becomes NaN). Output is a
-:class:`RunSummary` whose ``metrics`` use the metric names of DESIGN.md "Tracking and
-leaderboards" and only ever hold finite numbers; whatever is undefined is left out and said in
-``notes``. scipy.stats and scikit-learn compute the statistics; the confidence intervals come
-from the vectorised kernels of :mod:`avnbench.evaluation.bootstrap`, and run-vs-run tests from
-:mod:`avnbench.evaluation.comparison`.
+:class:`RunSummary` whose ``metrics`` use the names of the metric registry
+(:mod:`avnbench.evaluation.metrics`, DESIGN.md "Tracking and leaderboards") and only ever hold
+finite numbers; whatever is undefined is left out and said in ``notes``.
+
+Every case metric of the registry (aggregation "mean": Dice, ASSD, HD95, NSD, volume errors,
+false-positive volume, plugin metrics) gets its mean, ``_sd``, ``_median``, ``_q1``, ``_q3`` and
+``_n``. Statistics are at the patient level: bootstrap intervals
+(:mod:`avnbench.evaluation.bootstrap`) resample patients, tests and correlations use per-patient
+means (:mod:`avnbench.evaluation.volumes`); run-vs-run tests are in
+:mod:`avnbench.evaluation.comparison`. scipy.stats and scikit-learn compute the statistics.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -23,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from avnbench.errors import DataError
 from avnbench.evaluation.bootstrap import (
+    PatientResamples,
     accuracy_from_confusion,
     add_intervals,
     auc_rows,
@@ -30,31 +34,34 @@ from avnbench.evaluation.bootstrap import (
     kappa_from_confusion,
     nanmean_rows,
     pearson_rows,
-    resample_indices,
+    per_patient_mean,
 )
+from avnbench.evaluation.metrics import (
+    LABEL_SETS,
+    MetricDef,
+    MetricRegistry,
+    case_values,
+    default_metrics,
+    has_values,
+)
+from avnbench.evaluation.rows import (  # Rows, numeric_column, quietly: also read from here
+    Patients,
+    Rows,
+    as_frame,
+    case_ids,
+    numeric_column,
+    quietly,
+    sample_sd,
+    strings,
+)
+from avnbench.evaluation.volumes import early_vs_advanced, volume_agreement
 
-Rows = list[dict[str, Any]] | pd.DataFrame
-
-SEGMENTATION_LABELS = ("vital", "necrosis", "head")
-#: Per-case metric columns of one label set (``{}`` is the label set's name).
-CASE_METRIC_TEMPLATES = ("dice_{}", "assd_{}_mm", "hd95_{}_mm", "nsd1mm_{}")
+SEGMENTATION_LABELS = tuple(LABEL_SETS)
 #: Ordinal categories of the grades derived from label maps; "none" (no necrosis) ranks lowest.
 GRADE_CATEGORIES: dict[str, tuple[str, ...]] = {
     "steinberg": ("none", "A", "B", "C"),
     "jic": ("none", "A", "B", "C1", "C2"),
 }
-EARLY_ARCO = ("I", "II")
-ADVANCED_ARCO = ("IIIA", "IIIB", "IV")
-#: Metrics that get bootstrap confidence intervals (when they are defined).
-SEGMENTATION_HEADLINE = (
-    "dice_vital", "dice_necrosis", "dice_head",
-    "assd_vital_mm", "assd_necrosis_mm", "assd_head_mm",
-    "hd95_vital_mm", "hd95_necrosis_mm", "hd95_head_mm",
-    "nsd1mm_vital", "nsd1mm_necrosis", "nsd1mm_head",
-    "necrosis_cm3_mae", "necrosis_relvol_mae", "necrosis_relvol_pearson_r",
-    "steinberg_accuracy", "steinberg_kappa_linear", "steinberg_kappa_quadratic",
-    "jic_accuracy", "jic_kappa_linear", "jic_kappa_quadratic",
-)  # fmt: skip
 
 
 class RunSummary(BaseModel):
@@ -64,7 +71,7 @@ class RunSummary(BaseModel):
 
     task: Literal["segmentation", "classification"]
     metrics: dict[str, float] = Field(
-        default_factory=dict, description="finite values only, DESIGN.md names (+ extras)"
+        default_factory=dict, description="finite values only, metric registry names"
     )
     notes: list[str] = Field(default_factory=list, description="what was left out and why")
     tables: dict[str, dict[str, Any]] = Field(
@@ -85,44 +92,6 @@ class RunSummary(BaseModel):
 # helpers
 
 
-def as_frame(rows: Rows) -> pd.DataFrame:
-    """Rows (dicts or a DataFrame) as a fresh DataFrame with a 0..n-1 index."""
-    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    return frame.reset_index(drop=True)
-
-
-def numeric_column(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """A column as float64 (missing → NaN); all NaN when the column is absent."""
-    if column not in frame.columns:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, copy=True)
-
-
-def _strings(frame: pd.DataFrame, column: str) -> list[str | None]:
-    """A column of labels with None for missing (None, NaN, empty)."""
-    if column not in frame.columns:
-        return [None] * len(frame)
-    out: list[str | None] = []
-    for value in frame[column].tolist():
-        if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-            out.append(None)
-        else:
-            out.append(str(value))
-    return out
-
-
-def _case_ids(frame: pd.DataFrame) -> list[str]:
-    """The rows' case ids, or "row <i>" without a case_id column."""
-    if "case_id" in frame.columns:
-        return [str(c) for c in frame["case_id"]]
-    return [f"row {i}" for i in range(len(frame))]
-
-
-def _sd(values: np.ndarray) -> float:
-    """Sample standard deviation (ddof 1); NaN below two values."""
-    return float(np.std(values, ddof=1)) if len(values) >= 2 else float("nan")
-
-
 def _codes(labels: Sequence[str | None], categories: Sequence[str], what: str, ids) -> np.ndarray:
     """Ordinal integer codes (position in ``categories``), -1 for missing."""
     index = {c: i for i, c in enumerate(categories)}
@@ -138,14 +107,32 @@ def _codes(labels: Sequence[str | None], categories: Sequence[str], what: str, i
     return codes
 
 
-def quietly(fn, *args, **kwargs):
-    """Call a statistics function, turning its 'undefined' warnings into a NaN result."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return fn(*args, **kwargs)
-        except ValueError:
-            return None
+def case_metric_statistics(summary: RunSummary, frame: pd.DataFrame, metric: MetricDef) -> np.ndarray | None:
+    """Mean, ``_sd``, ``_median``, ``_q1``, ``_q3`` and ``_n`` of one case metric (a rate gets
+    its value and ``_n``); returns the per-case values (NaN: not counted), None if the rows
+    cannot give it."""
+    if not has_values(metric, frame):
+        return None
+    values, applies = case_values(metric, frame)
+    missing = applies & ~np.isfinite(values)
+    if missing.any():
+        ids = [i for i, bad in zip(case_ids(frame), missing) if bad]
+        summary.notes.append(
+            f"{metric.name}: {len(ids)} case(s) without a value left out ({', '.join(ids[:5])})"
+        )
+    kept = values[np.isfinite(values)]
+    summary.metrics[f"{metric.name}_n"] = float(len(kept))
+    if not len(kept):
+        summary.notes.append(f"{metric.name}: left out, no case with a value")
+        return values
+    summary.put(metric.name, kept.mean())
+    if metric.aggregation == "mean":
+        summary.put(f"{metric.name}_sd", sample_sd(kept))
+        q1, median, q3 = np.percentile(kept, [25, 50, 75])
+        summary.put(f"{metric.name}_median", median)
+        summary.put(f"{metric.name}_q1", q1)
+        summary.put(f"{metric.name}_q3", q3)
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,9 +170,9 @@ def _grade_statistics(summary: RunSummary, frame: pd.DataFrame, system: str) -> 
     if ref_col not in frame.columns or pred_col not in frame.columns:
         summary.notes.append(f"{system}: no grades in the rows")
         return None
-    ids = _case_ids(frame)
-    ref = _codes(_strings(frame, ref_col), categories, f"{system} grade", ids)
-    pred = _codes(_strings(frame, pred_col), categories, f"{system} grade", ids)
+    ids = case_ids(frame)
+    ref = _codes(strings(frame, ref_col), categories, f"{system} grade", ids)
+    pred = _codes(strings(frame, pred_col), categories, f"{system} grade", ids)
     graded = (ref >= 0) & (pred >= 0)
     n_ungraded = int((~graded).sum())
     summary.metrics[f"n_{system}_graded"] = float(graded.sum())
@@ -211,88 +198,48 @@ def _grade_statistics(summary: RunSummary, frame: pd.DataFrame, system: str) -> 
     return np.column_stack([ref, pred])
 
 
+
 # --------------------------------------------------------------------------------------------
 # segmentation
 
 
-def _agreement(summary: RunSummary, prefix: str, ref: np.ndarray, pred: np.ndarray) -> None:
-    """Manual (reference) vs automatic (prediction) agreement of one per-case quantity."""
-    from scipy import stats
-
-    ok = np.isfinite(ref) & np.isfinite(pred)
-    ref, pred = ref[ok], pred[ok]
-    n = len(ref)
-    if n == 0:
-        summary.notes.append(f"{prefix}: no case with both volumes")
-        return
-    diff = pred - ref
-    summary.put(f"{prefix}_ref", ref.mean())
-    summary.put(f"{prefix}_ref_sd", _sd(ref))
-    summary.put(f"{prefix}_pred", pred.mean())
-    summary.put(f"{prefix}_pred_sd", _sd(pred))
-    summary.put(f"{prefix}_mae", np.abs(diff).mean())
-    summary.put(f"{prefix}_mae_sd", _sd(np.abs(diff)))
-    few = "fewer than 2 cases"
-    if n < 2:
-        summary.notes.append(f"{prefix}: t-test, Pearson r and Bland–Altman need 2+ cases")
-        return
-    if np.all(diff == diff[0]):
-        summary.notes.append(f"{prefix}_ttest_p: left out, the differences are all equal")
-    else:
-        result = quietly(stats.ttest_rel, pred, ref)
-        summary.put(f"{prefix}_ttest_p", result.pvalue if result is not None else None, few)
-    if np.ptp(ref) == 0 or np.ptp(pred) == 0:
-        summary.notes.append(f"{prefix}_pearson_r: left out, a constant series")
-    else:
-        result = quietly(stats.pearsonr, ref, pred)
-        if result is not None:
-            summary.put(f"{prefix}_pearson_r", result.statistic)
-            summary.put(f"{prefix}_pearson_p", result.pvalue)
-    bias, sd = diff.mean(), _sd(diff)
-    summary.put(f"{prefix}_bland_altman_bias", bias)
-    summary.put(f"{prefix}_bland_altman_loa_low", bias - 1.96 * sd)
-    summary.put(f"{prefix}_bland_altman_loa_high", bias + 1.96 * sd)
-
-
-def _early_vs_advanced(summary: RunSummary, frame: pd.DataFrame) -> None:
-    """Relative necrosis volume of early (ARCO I/II) vs advanced (III+) hips, Mann–Whitney U."""
-    from scipy import stats
-
-    arco = _strings(frame, "arco_ref")
-    early = np.array([a in EARLY_ARCO for a in arco], dtype=bool)
-    advanced = np.array([a in ADVANCED_ARCO for a in arco], dtype=bool)
-    summary.metrics["n_arco_early"] = float(early.sum())
-    summary.metrics["n_arco_advanced"] = float(advanced.sum())
-    for side in ("ref", "pred"):
-        relvol = numeric_column(frame, f"necrosis_relvol_{side}")
-        a = relvol[early & np.isfinite(relvol)]
-        b = relvol[advanced & np.isfinite(relvol)]
-        for group, values in (("early", a), ("advanced", b)):
-            if len(values):
-                summary.put(f"necrosis_relvol_{group}_{side}", values.mean())
-                summary.put(f"necrosis_relvol_{group}_{side}_sd", _sd(values))
-        if len(a) and len(b):
-            result = quietly(stats.mannwhitneyu, a, b, alternative="two-sided")
-            summary.put(f"necrosis_relvol_early_vs_advanced_p_{side}",
-                        result.pvalue if result is not None else None, "undefined")
-        else:
+def _empty_counts(summary: RunSummary, frame: pd.DataFrame) -> None:
+    for label in SEGMENTATION_LABELS:
+        states = strings(frame, f"empty_{label}")
+        n_both = sum(s == "both" for s in states)
+        summary.metrics[f"n_empty_both_{label}"] = float(n_both)
+        summary.metrics[f"n_empty_one_{label}"] = float(sum(s in ("pred", "ref") for s in states))
+        summary.metrics[f"n_empty_pred_{label}"] = float(sum(s == "pred" for s in states))
+        summary.metrics[f"n_empty_ref_{label}"] = float(sum(s == "ref" for s in states))
+        if n_both:
             summary.notes.append(
-                f"necrosis_relvol_early_vs_advanced_p_{side}: left out, needs early (ARCO I/II) "
-                f"and advanced (ARCO III+) cases, got {len(a)} and {len(b)}"
+                f"{label}: {n_both} case(s) with both masks empty left out of its "
+                "Dice/distance means"
+            )
+        n_one = int(summary.metrics[f"n_empty_one_{label}"])
+        if n_one and f"assd_{label}_mm" in frame.columns:
+            summary.notes.append(
+                f"{label}: {n_one} case(s) with one mask empty left out of assd_{label}_mm and "
+                f"hd95_{label}_mm (they count as the image diagonal in the _penalized means)"
             )
 
 
-def summarize_segmentation(rows: Rows, n_bootstrap: int = 1000, seed: int = 0) -> RunSummary:
+def summarize_segmentation(
+    rows: Rows, n_bootstrap: int = 1000, seed: int = 0, metrics: MetricRegistry | None = None
+) -> RunSummary:
     """Run statistics of segmentation rows (from :func:`avnbench.evaluation.scoring.score_case`).
 
-    Per label set (vital, necrosis, head): mean, SD and median of Dice, ASSD (mm), HD95 (mm) and
-    NSD@1mm over the cases where at least one mask is non-empty; ``n_empty_both_<set>`` counts
-    the cases left out, ``n_empty_one_<set>`` the worst-case ones (one mask empty). Volumes:
-    necrosis cm³ and % of head, manual vs automatic (MAE, paired t-test, Pearson r,
-    Bland–Altman). Early vs advanced ARCO (Mann–Whitney U). Steinberg and JIC agreement.
-    Bootstrap (``n_bootstrap`` resamples of the cases, ``seed``) percentile 95 % CIs of the
-    headline metrics; 0 skips them.
+    Every case metric of ``metrics`` (default: the built-in registry; pass
+    :func:`avnbench.evaluation.metrics.collect_metrics` for plugin metrics): mean, SD, median,
+    quartiles and n over the cases it applies to. Dice and NSD count every case but those with
+    both masks empty (``n_empty_both_<set>``); ASSD and HD95 only cases with both masks
+    non-empty, the one-empty cases (``n_empty_one_<set>``) are in the ``_penalized`` means as
+    the image diagonal. Lesion-free hips: false-positive necrosis volume and rate. Volumes:
+    manual vs automatic (MAE, paired t-test, Pearson r, Bland–Altman). Early vs advanced ARCO
+    (Mann–Whitney U). Steinberg and JIC agreement. Bootstrap (``n_bootstrap`` resamples of the
+    patients, ``seed``) percentile 95 % CIs of the metrics marked ``interval``; 0 skips them.
     """
+    registry = metrics or default_metrics()
     frame = as_frame(rows)
     summary = RunSummary(task="segmentation")
     n = len(frame)
@@ -300,71 +247,46 @@ def summarize_segmentation(rows: Rows, n_bootstrap: int = 1000, seed: int = 0) -
     if n == 0:
         summary.notes.append("no cases")
         return summary
+    patients = Patients.of(frame)
+    summary.metrics["n_patients"] = float(patients.n_patients)
+    summary.notes.append(patients.note())
 
+    _empty_counts(summary, frame)
     per_case: dict[str, np.ndarray] = {}
-    for label in SEGMENTATION_LABELS:
-        states = _strings(frame, f"empty_{label}")
-        both = np.array([s == "both" for s in states], dtype=bool)
-        summary.metrics[f"n_empty_both_{label}"] = float(both.sum())
-        summary.metrics[f"n_empty_one_{label}"] = float(sum(s in ("pred", "ref") for s in states))
-        summary.metrics[f"n_empty_pred_{label}"] = float(sum(s == "pred" for s in states))
-        summary.metrics[f"n_empty_ref_{label}"] = float(sum(s == "ref" for s in states))
-        if both.any():
-            summary.notes.append(
-                f"{label}: {int(both.sum())} case(s) with both masks empty left out of its "
-                "Dice/distance means"
-            )
-        for template in CASE_METRIC_TEMPLATES:
-            column = template.format(label)
-            if column not in frame.columns:
-                continue
-            values = numeric_column(frame, column)
-            values[both] = np.nan
-            unexplained = ~np.isfinite(values) & ~both
-            if unexplained.any():
-                ids = [i for i, bad in zip(_case_ids(frame), unexplained) if bad]
-                summary.notes.append(
-                    f"{column}: {len(ids)} case(s) without a value left out ({', '.join(ids[:5])})"
-                )
-                values[unexplained] = np.nan
-            per_case[column] = values
-            kept = values[np.isfinite(values)]
-            if not len(kept):
-                summary.notes.append(f"{column}: left out, no case with a value")
-                continue
-            summary.put(column, kept.mean())
-            summary.put(f"{column}_sd", _sd(kept))
-            summary.put(f"{column}_median", float(np.median(kept)))
+    for metric in registry.case_metrics("segmentation"):
+        values = case_metric_statistics(summary, frame, metric)
+        if values is not None:
+            per_case[metric.name] = values
 
-    necrosis_ref = numeric_column(frame, "necrosis_cm3_ref")
-    necrosis_pred = numeric_column(frame, "necrosis_cm3_pred")
     relvol_ref = numeric_column(frame, "necrosis_relvol_ref")
     relvol_pred = numeric_column(frame, "necrosis_relvol_pred")
-    _agreement(summary, "necrosis_cm3", necrosis_ref, necrosis_pred)
-    _agreement(summary, "necrosis_relvol", relvol_ref, relvol_pred)
-    head_err = np.abs(numeric_column(frame, "head_cm3_pred") - numeric_column(frame, "head_cm3_ref"))
-    if np.isfinite(head_err).any():
-        summary.put("head_cm3_mae", np.nanmean(head_err))
-    _early_vs_advanced(summary, frame)
+    for prefix in ("necrosis_cm3", "necrosis_relvol"):
+        volume_agreement(summary, prefix, numeric_column(frame, f"{prefix}_ref"),
+                         numeric_column(frame, f"{prefix}_pred"), patients)
+    early_vs_advanced(summary, frame, patients)
     grades = {system: _grade_statistics(summary, frame, system) for system in GRADE_CATEGORIES}
 
     if n_bootstrap > 0:
-        resamples = resample_indices(n, n_bootstrap, seed)
+        resamples = PatientResamples(patients.codes, patients.n_patients, n_bootstrap, seed)
         boot: dict[str, np.ndarray] = {
-            column: nanmean_rows(values[resamples]) for column, values in per_case.items()
+            name: nanmean_rows(resamples.take(values)) for name, values in per_case.items()
+            if registry[name].interval
         }
-        boot["necrosis_cm3_mae"] = nanmean_rows(np.abs(necrosis_pred - necrosis_ref)[resamples])
-        boot["necrosis_relvol_mae"] = nanmean_rows(np.abs(relvol_pred - relvol_ref)[resamples])
-        boot["necrosis_relvol_pearson_r"] = pearson_rows(relvol_ref[resamples], relvol_pred[resamples])
-        for system, codes in grades.items():
-            if codes is None:
+        ok = np.isfinite(relvol_ref) & np.isfinite(relvol_pred)
+        codes, n_p = patients.codes, patients.n_patients
+        ref_p = per_patient_mean(np.where(ok, relvol_ref, np.nan), codes, n_p)
+        pred_p = per_patient_mean(np.where(ok, relvol_pred, np.nan), codes, n_p)
+        boot["necrosis_relvol_pearson_r"] = pearson_rows(resamples.patients(ref_p), resamples.patients(pred_p))
+        for system, pair in grades.items():
+            if pair is None:
                 continue
             k = len(GRADE_CATEGORIES[system])
-            cm = confusion_rows(codes[:, 0][resamples], codes[:, 1][resamples], k)
+            cm = confusion_rows(resamples.take(pair[:, 0], -1), resamples.take(pair[:, 1], -1), k)
             boot[f"{system}_accuracy"] = accuracy_from_confusion(cm)
             boot[f"{system}_kappa_linear"] = kappa_from_confusion(cm, "linear")
             boot[f"{system}_kappa_quadratic"] = kappa_from_confusion(cm, "quadratic")
-        add_intervals(summary, boot, SEGMENTATION_HEADLINE, n_bootstrap)
+        names = [d.name for d in registry.for_task("segmentation") if d.interval]
+        add_intervals(summary, boot, names, n_bootstrap)
     return summary
 
 
@@ -378,16 +300,22 @@ def summarize_classification(
     n_bootstrap: int = 1000,
     seed: int = 0,
     prefix: str = "jic",
+    metrics: MetricRegistry | None = None,
 ) -> RunSummary:
     """Run statistics of a classifier's rows: ``<prefix>_ref``, ``<prefix>_pred``, ``prob_<class>``.
 
     ``classes`` in ordinal order (their positions are the codes for the weighted kappas).
     Accuracy, kappa (unweighted, linear, quadratic), macro one-vs-rest AUC (mean over classes
     present with positives and negatives in the reference), macro precision/recall/F1 over the
-    classes that occur in reference or prediction, confusion matrix, bootstrap 95 % CIs.
-    Cases without a reference class are left out and counted.
+    classes that occur in reference or prediction, confusion matrix, the classification case
+    metrics of ``metrics`` (e.g. the heat-map score), and bootstrap 95 % CIs over resamples of
+    the patients. Cases without a reference class are left out and counted.
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import (
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     classes = list(classes)
     if not classes:
@@ -395,13 +323,17 @@ def summarize_classification(
     frame = as_frame(rows)
     summary = RunSummary(task="classification")
     summary.metrics["n_cases"] = float(len(frame))
-    ids = _case_ids(frame)
-    ref = _codes(_strings(frame, f"{prefix}_ref"), classes, f"{prefix} class", ids)
+    if len(frame):
+        summary.metrics["n_patients"] = float(Patients.of(frame).n_patients)
+    for metric in (metrics or default_metrics()).case_metrics("classification"):
+        case_metric_statistics(summary, frame, metric)
+    ids = case_ids(frame)
+    ref = _codes(strings(frame, f"{prefix}_ref"), classes, f"{prefix} class", ids)
     prob_columns = [f"prob_{c}" for c in classes]
     has_probs = all(c in frame.columns for c in prob_columns)
     probs = np.column_stack([numeric_column(frame, c) for c in prob_columns]) if has_probs else None
     if f"{prefix}_pred" in frame.columns:
-        pred = _codes(_strings(frame, f"{prefix}_pred"), classes, f"{prefix} class", ids)
+        pred = _codes(strings(frame, f"{prefix}_pred"), classes, f"{prefix} class", ids)
     elif probs is not None:
         complete = np.isfinite(probs).all(axis=1)
         pred = np.where(complete, np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1), -1)
@@ -421,6 +353,8 @@ def summarize_classification(
         summary.notes.append("no case to score")
         return summary
     ref, pred = ref[keep], pred[keep]
+    patients = Patients.of(frame).subset(keep)
+    summary.notes.append(patients.note())
     k = len(classes)
 
     stats = ordinal_agreement(ref, pred, k)
@@ -469,16 +403,16 @@ def summarize_classification(
             summary.notes.append(f"{prefix}_macro_auc: left out, needs 2+ reference classes")
 
     if n_bootstrap > 0:
-        n = len(ref)
-        resamples = resample_indices(n, n_bootstrap, seed)
-        cm = confusion_rows(ref[resamples], pred[resamples], k)
+        resamples = PatientResamples(patients.codes, patients.n_patients, n_bootstrap, seed)
+        cm = confusion_rows(resamples.take(ref, -1), resamples.take(pred, -1), k)
         boot = {
             f"{prefix}_accuracy": accuracy_from_confusion(cm),
             f"{prefix}_kappa_linear": kappa_from_confusion(cm, "linear"),
             f"{prefix}_kappa_quadratic": kappa_from_confusion(cm, "quadratic"),
         }
         if auc_classes:
-            per_class = [auc_rows(ref[resamples] == c, probs[:, c][resamples]) for c in auc_classes]
+            per_class = [auc_rows(resamples.take(ref == c, False), resamples.take(probs[:, c]))
+                         for c in auc_classes]
             # A resample's macro AUC averages the same classes as the point estimate; a resample
             # that lost all positives or negatives of one of them is undefined (NaN).
             boot[f"{prefix}_macro_auc"] = np.mean(per_class, axis=0)
