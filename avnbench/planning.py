@@ -144,7 +144,8 @@ def method_for_fit(
         code={
             "avnbench": job.avnbench_version,
             "avnbench.commit": job.avnbench_commit or "",
-            job.plugin_distribution or job.method: job.plugin_version or "",
+            # the providing distribution, never the method's name: methods of one plugin share it
+            "plugin": f"{job.plugin_distribution or ''}=={job.plugin_version or ''}",
         },
     )
     method.log = TrainingLog(job.job_dir, listener=training_listener)

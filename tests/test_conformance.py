@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
-from avnbench.errors import PluginError
+from avnbench.errors import ConfigError, PluginError
 from avnbench.methods import ClassificationPrediction, Method, MethodCard, SegmentationPrediction
 from avnbench.runner import RESULT_FILE, job_dir_for, plan_fold_jobs, run_fold_job
 from avnbench.testing import check_method, registry_of
@@ -159,5 +158,5 @@ def test_conformance_kit_passes_the_threshold_baseline(tiny_dataset, tmp_path):
 def test_kit_rejects_bad_config_overrides(overrides, message, tiny_dataset, tmp_path):
     from avnbench_threshold_baseline.method import ThresholdBaseline
 
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(ConfigError, match=message):
         check_method(ThresholdBaseline, tiny_dataset, tmp_path, preset="smoke", **overrides)
