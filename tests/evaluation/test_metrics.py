@@ -29,7 +29,7 @@ from avnbench.plugins import load_registry
 
 ANISO = (1.0, 0.44, 0.44)
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 #: DESIGN.md "Tracking and leaderboards": the names that must not change.
 DESIGN_NAMES = [
     "dice_vital", "dice_necrosis", "dice_head", "assd_vital_mm", "assd_necrosis_mm", "hd95_vital_mm",
