@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from avnbench.evaluation.bootstrap import nanmean_rows, resample_indices
+
 CI_LEVEL = 0.95
 
 
@@ -79,20 +81,11 @@ def ranks_of(means: np.ndarray, higher_is_better: bool) -> np.ndarray:
     return 1 + (score[..., None, :] > score[..., :, None]).sum(axis=-1)
 
 
-def _nanmean_columns(values: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(values)
-    count = finite.sum(axis=0)
-    total = np.where(finite, values, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
 def patient_resamples(patients: np.ndarray, n_bootstrap: int, seed: int) -> list[np.ndarray]:
     """Row indices of ``n_bootstrap`` patient-bootstrap resamples (all hips of a drawn patient)."""
     names, codes = np.unique(np.asarray(patients, dtype=str), return_inverse=True)
     rows_of = [np.flatnonzero(codes == k) for k in range(len(names))]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(names), size=(n_bootstrap, len(names))) if len(names) else np.zeros((n_bootstrap, 0), int)
+    draws = resample_indices(len(names), n_bootstrap, seed)  # the draws the run summaries use
     return [np.concatenate([rows_of[k] for k in draw]) if len(draw) else np.zeros(0, int) for draw in draws]
 
 
@@ -138,9 +131,9 @@ class Ranking:
 
 def rank_with_bootstrap(data: CaseValues, metric: str, n_bootstrap: int = 1000, seed: int = 0) -> Ranking:
     """Rank the methods of ``data`` by their mean, with the patient-bootstrap rank distribution."""
-    means = _nanmean_columns(data.values)
+    means = nanmean_rows(data.values.T)
     resamples = patient_resamples(data.patients, n_bootstrap, seed)
-    mean_samples = np.array([_nanmean_columns(data.values[rows]) for rows in resamples]).reshape(n_bootstrap, len(data.methods))
+    mean_samples = np.array([nanmean_rows(data.values[rows].T) for rows in resamples]).reshape(n_bootstrap, len(data.methods))
     return Ranking(
         metric=metric, methods=list(data.methods), higher_is_better=data.higher_is_better,
         n_cases=data.n_cases, n_patients=data.n_patients, n_bootstrap=n_bootstrap,

@@ -7,10 +7,8 @@ import pytest
 from scipy import stats
 
 from avnbench.evaluation.comparison import (
-    bootstrap_means,
     holm,
     paired_comparison,
-    pairwise_wilcoxon,
 )
 
 
@@ -64,47 +62,3 @@ def test_paired_distances_leave_out_a_missed_lesion():
     result = paired_comparison(a, b, ["assd_necrosis_mm", "assd_necrosis_mm_penalized"])
     assert result["assd_necrosis_mm"]["n"] == 5 and result["assd_necrosis_mm"]["mean_diff"] == pytest.approx(-0.5)
     assert result["assd_necrosis_mm_penalized"]["n"] == 6
-
-
-def _runs():
-    rng = np.random.default_rng(9)
-    base = rng.uniform(0.5, 0.9, 12)
-    runs = {}
-    for name, shift in (("good", 0.08), ("middle", 0.0), ("poor", -0.08)):
-        runs[name] = [{"case_id": f"c{i}", "patient_id": f"p{i // 2}",
-                       "dice_vital": float(v + shift + 0.01 * rng.normal()), "empty_vital": "none"}
-                      for i, v in enumerate(base)]
-    runs["poor"] = runs["poor"][:-1]  # one case fewer: every run is compared on the 11 common
-    return runs
-
-
-def test_bootstrap_means_share_the_patient_resamples():
-    from avnbench.evaluation.bootstrap import PatientResamples, patient_codes
-
-    runs = _runs()
-    means = bootstrap_means(runs, "dice_vital", n_bootstrap=300, seed=2)
-    assert set(means) == set(runs) and all(m.shape == (300,) for m in means.values())
-    codes, n = patient_codes([f"p{i // 2}" for i in range(11)])
-    resamples = PatientResamples(codes, n, 300, 2)
-    good = np.array([r["dice_vital"] for r in runs["good"][:11]])
-    assert means["good"] == pytest.approx(np.nanmean(resamples.take(good), axis=1))
-    ranks = np.argsort(np.argsort(-np.column_stack([means[k] for k in runs]), axis=1), axis=1)
-    assert (ranks[:, 0] == 0).mean() > 0.95  # "good" ranks first in nearly every resample
-
-
-def test_pairwise_wilcoxon_is_one_sided_and_holm_corrected():
-    runs = _runs()
-    pairs = pairwise_wilcoxon(runs, "dice_vital", higher_is_better=True)
-    assert len(pairs) == 6
-    by = {(r["a"], r["b"]): r for r in pairs}
-    good = np.array([r["dice_vital"] for r in runs["good"][:11]])
-    poor = np.array([r["dice_vital"] for r in runs["poor"]])
-    pg = np.array([good[i:i + 2].mean() for i in range(0, 10, 2)] + [good[10]])
-    pp = np.array([poor[i:i + 2].mean() for i in range(0, 10, 2)] + [poor[10]])
-    expected = stats.wilcoxon(pg, pp, alternative="greater").pvalue
-    assert by[("good", "poor")]["p_value"] == pytest.approx(expected)
-    assert by[("good", "poor")]["n_patients"] == 6 and by[("good", "poor")]["n_cases"] == 11
-    assert by[("poor", "good")]["p_value"] > 0.9  # the other direction has no evidence
-    raw = [r["p_value"] for r in pairs]
-    assert [r["p_holm"] for r in pairs] == pytest.approx(holm(raw))
-    assert by[("good", "middle")]["n_cases"] == 12
