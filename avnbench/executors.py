@@ -196,7 +196,7 @@ class RayExecutor:
                 if self._address:
                     ray.init(address=self._address, **kwargs)
                 else:
-                    ray.init(num_cpus=len(os.sched_getaffinity(0)) or 1, **kwargs)
+                    ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)) or 1, **kwargs)
             except ConnectionError as e:
                 raise ConfigError(f"cannot join the Ray cluster at {self._address!r} ({e}); start one with "
                                   "'ray start --head' or drop --ray-address") from None

@@ -34,7 +34,7 @@ WORKER_ENV = {"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray with 2 CPUs for the whole module; yields its address for other drivers."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=WORKER_ENV)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=WORKER_ENV)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -223,3 +223,33 @@ def test_the_local_executor_runs_steps_in_submission_order(tiny_dataset, tmp_pat
     ends = [(r.key, r.kind) for r in reports if r.kind in ("started", "finished")]
     assert ends == [("timed-member/fold_0", "started"), ("timed-member/fold_0", "finished"),
                     ("timed-member/fold_1", "started"), ("timed-member/fold_1", "finished")]
+
+
+def test_ctrl_c_cancels_running_jobs_and_keeps_finished_folds(ray_cluster, tiny_dataset, tmp_path):
+    from mlflow import MlflowClient
+
+    registry = registry_of(TimedMember)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    work = tmp_path / "w"
+    kwargs = dict(device="cpu", registry=registry, n_bootstrap=10, tracking_uri=uri,
+                  overrides={"timed-member": {"sleep_seconds": 1.5}})
+
+    def interrupt_at_first_fold(event):
+        if event.kind == "fold_finished":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_invocation(["timed-member"], tiny_dataset.root, work, "smoke", executor=RayExecutor(),
+                       progress=interrupt_at_first_fold, **kwargs)
+    results = [job_dir_for(work, tiny_dataset.name, "timed-member", "smoke", k) / RESULT_FILE for k in range(4)]
+    finished = {k for k, p in enumerate(results) if p.exists()}
+    time.sleep(3)  # a job left running would finish by now
+    assert {k for k, p in enumerate(results) if p.exists()} == finished != {0, 1, 2, 3}
+    client = MlflowClient(uri)
+    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name(tiny_dataset.name).experiment_id])
+                 if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+
+    resumed = run_invocation(["timed-member"], tiny_dataset.root, work, "smoke", executor=RayExecutor(), **kwargs)
+    result = resumed.results["timed-member"]
+    assert set(result.skipped_folds) >= finished and result.parent_run_id == parent.info.run_id
