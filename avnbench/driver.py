@@ -79,9 +79,10 @@ def run_invocation(
     An interrupt or a hook's exception cancels every running step and aborts every open run.
     """
     registry = registry or load_registry()
-    plan = plan_invocation(method_names, dataset_dir, workdir, preset, folds, device, seed, registry, overrides)
-    dataset = next(iter(plan.runs.values())).dataset
     executor = executor if executor is not None else LocalExecutor()
+    plan = plan_invocation(method_names, dataset_dir, workdir, preset, folds, device, seed, registry, overrides,
+                           gpus_elsewhere=executor.gpus_elsewhere)
+    dataset = next(iter(plan.runs.values())).dataset
     with work_folder_lock(workdir, dataset.name), executor:
         driver = _Driver(plan, executor, registry, progress, tracking_uri, n_bootstrap, seed, preset, on_result)
         return driver.run()

@@ -88,6 +88,7 @@ class LocalExecutor:
     name = "local"
     slots: int | None = 1
     keeps_going = False  # after a fold fails, the method's remaining folds are not started
+    gpus_elsewhere = False  # --device cuda needs a GPU here
 
     def __init__(self) -> None:
         self._queue: list[tuple[PlannedStep, Any]] = []
@@ -174,6 +175,7 @@ class RayExecutor:
     name = "ray"
     slots: int | None = None  # Ray queues tasks by the resources they ask for
     keeps_going = True  # a failed fold does not stop the others
+    gpus_elsewhere = True  # --device cuda: the cluster's GPUs count (see check), not this machine's
 
     def __init__(self, address: str | None = None, runtime_env: dict[str, Any] | None = None):
         try:

@@ -26,12 +26,15 @@ from avnbench.workfolder import job_dir_for, shared_dir_for
 VALIDATION_FRACTION = 0.2
 
 
-def resolve_device(device: str) -> Literal["cpu", "cuda"]:
-    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+def resolve_device(device: str, gpus_elsewhere: bool = False) -> Literal["cpu", "cuda"]:
+    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an
+    error, unless ``gpus_elsewhere`` (the jobs run on a cluster, whose executor checks its GPUs)."""
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device {device!r}. Available: auto, cpu, cuda")
     if device == "cpu":
         return "cpu"
+    if device == "cuda" and gpus_elsewhere:
+        return "cuda"
     try:
         import torch
 
@@ -70,6 +73,7 @@ def plan_fold_jobs(
     seed: int = 0,
     registry: Registry | None = None,
     config_overrides: dict[str, Any] | None = None,
+    gpus_elsewhere: bool = False,
 ) -> RunPlan:
     """The :class:`FoldJob` of each selected fold (all when ``folds`` is None).
 
@@ -77,6 +81,7 @@ def plan_fold_jobs(
     applied on top of the preset and validated against the method's ``Config`` (an unknown field
     or a bad value is a one-line ConfigError); they are part of the resolved config, hence of the
     run key and the run's params. ``seed`` seeds the method and the internal validation carve.
+    ``gpus_elsewhere``: see :func:`resolve_device`.
     """
     registry = registry or load_registry()
     entry = registry.get(method)
@@ -88,7 +93,7 @@ def plan_fold_jobs(
         raise ConfigError(f"fold(s) {bad} do not exist; the split has folds 0..{len(fold_list) - 1}")
     config = resolve_config(method, entry.cls.Config, preset, seed, config_overrides or {})
     config_dict = config.model_dump(mode="json")
-    dev = resolve_device(device)
+    dev = resolve_device(device, gpus_elsewhere)
     code = code_versions(entry)
     key = run_key_for(method, preset, config_dict, dataset.fingerprint, split_meta.sha256, code)
     jobs = [
@@ -249,6 +254,7 @@ def plan_invocation(
     seed: int = 0,
     registry: Registry | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    gpus_elsewhere: bool = False,
 ) -> InvocationPlan:
     """The steps of running ``method_names`` on one dataset: each method's fold jobs (as
     :func:`plan_fold_jobs` makes them) and prepare step, with their dependencies.
@@ -256,13 +262,14 @@ def plan_invocation(
     A fold-k job of method M runs after the fold-k jobs of every method M builds on (its card's
     ``builds_on``, transitively) that is part of the invocation, and after M's prepare step if M
     has one (:meth:`Method.prepare`); methods inheriting the same ``prepare`` share one step.
-    ``overrides`` maps a method name to its config overrides.
+    ``overrides`` maps a method name to its config overrides; ``gpus_elsewhere``: see
+    :func:`resolve_device`.
     """
     registry = registry or load_registry()
     ordered = order_methods(method_names, registry)
     runs = {
         name: plan_fold_jobs(name, dataset_dir, workdir, preset, folds, device, seed, registry,
-                             (overrides or {}).get(name))
+                             (overrides or {}).get(name), gpus_elsewhere)
         for name in ordered
     }
     steps: list[PlannedStep] = []

@@ -132,7 +132,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     names = order_methods(names, registry)  # members before the methods that build on them
     overrides = collect_overrides(registry, names, set_items, config_file, cpu_threads, num_workers)
     fold_list = parse_folds(folds)
-    dev = resolve_device(device)
+    dev = resolve_device(device, gpus_elsewhere=executor.gpus_elsewhere)
     if data_dir is None:
         with run_progress() as progress:
             task = progress.add_task("generating the built-in phantom", total=None)
