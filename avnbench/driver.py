@@ -23,7 +23,7 @@ from avnbench.errors import AvnbenchError, PluginError
 from avnbench.executors import LocalExecutor, RayExecutor, StepReport
 from avnbench.jobs import FoldJob, FoldResult, load_finished
 from avnbench.methods import TrainingEvent
-from avnbench.planning import InvocationPlan, PlannedStep, RunPlan, plan_invocation
+from avnbench.planning import InvocationPlan, PlannedStep, RunPlan, fold_key, plan_invocation
 from avnbench.plugins import Registry, load_registry
 from avnbench.runs import RunInfo
 from avnbench.workfolder import work_folder_lock
@@ -229,7 +229,7 @@ class _Driver:
 
     def _reuse(self, state: _MethodRun, job: FoldJob) -> None:
         state.skipped.append(job.fold)
-        self.done.add(f"{job.method}/fold_{job.fold}")
+        self.done.add(fold_key(job.method, job.fold))
         self.emit(self.RunEvent(kind="fold_skipped", method=job.method, fold=job.fold, total=len(job.val_ids)))
         self._fold_result(state, job, state.reusable[job.fold], reused=True)
 

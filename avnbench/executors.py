@@ -193,7 +193,11 @@ class RayExecutor:
     def __enter__(self) -> "RayExecutor":
         ray = self._ray
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"log_to_driver": False, "runtime_env": self._runtime_env}
+            import logging
+
+            # workers' output stays in Ray's logs (the dashboard shows it); the CLI prints progress
+            kwargs: dict[str, Any] = {"log_to_driver": False, "runtime_env": self._runtime_env,
+                                      "logging_level": logging.WARNING}
             try:
                 if self._address:
                     ray.init(address=self._address, **kwargs)

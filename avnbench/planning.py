@@ -241,6 +241,7 @@ class InvocationPlan:
 
 
 def fold_key(method: str, fold: int) -> str:
+    """The key of a fold job's step in an :class:`InvocationPlan`: ``<method>/fold_<k>``."""
     return f"{method}/fold_{fold}"
 
 

@@ -253,6 +253,12 @@ def test_ctrl_c_cancels_running_jobs_and_keeps_finished_folds(ray_cluster, tiny_
     resumed = run_invocation(["timed-member"], tiny_dataset.root, work, "smoke", executor=RayExecutor(), **kwargs)
     result = resumed.results["timed-member"]
     assert set(result.skipped_folds) >= finished and result.parent_run_id == parent.info.run_id
+    children = [r for r in client.search_runs([parent.info.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id and r.info.status == "FINISHED"]
+    assert sorted(int(c.data.tags["avnbench.fold"]) for c in children) == [0, 1, 2, 3]
+    for child in children:  # the curves the workers reported, logged by the driver
+        history = client.get_metric_history(child.info.run_id, "train/loss")
+        assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)], child.data.tags["avnbench.fold"]
 
 
 def test_cuda_jobs_on_a_cluster_without_gpus_are_refused_before_anything_runs(ray_cluster, tiny_dataset, tmp_path):
