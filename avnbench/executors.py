@@ -11,7 +11,7 @@ then ``finished`` (the fold's :class:`~avnbench.jobs.FoldResult`; None for a pre
 - :class:`LocalExecutor`: in this process, one step at a time, in plan order (as avnbench always
   ran); reports are delivered while the step runs.
 - :class:`RayExecutor`: every step is a Ray task asking for the step's CPUs, GPUs and memory;
-  workers stream their reports through a Ray queue that the driver drains while it waits.
+  workers stream their reports to a small Ray actor that the driver empties while it waits.
 """
 
 from __future__ import annotations
@@ -125,18 +125,43 @@ class LocalExecutor:
 # --- Ray ------------------------------------------------------------------------------------------
 
 
-def _ray_step(step: PlannedStep, entry: Any, queue: Any) -> tuple[str, Any]:
+class _Mailbox:
+    """A Ray actor holding the reports workers send until the driver takes them (in the order
+    each worker sent them: one caller's calls to an actor run in order)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, Any]] = []
+
+    def put(self, item: tuple[str, str, Any]) -> None:
+        self.items.append(item)
+
+    def take(self) -> list[tuple[str, str, Any]]:
+        items, self.items = self.items, []
+        return items
+
+
+def _ray_step(step: PlannedStep, entry: Any, mailbox: Any) -> tuple[str, Any]:
     """The body of a step's Ray task: check the dataset is visible here, run the step, and turn
-    the method's own exception into a returned ``failed`` (so Ray never retries it)."""
+    the method's own exception into a returned ``failed`` (so Ray never retries it).
+
+    Reports are sent without waiting (a task blocked in ``ray.get`` lends its CPU to another
+    task, which would oversubscribe the cores); the last one is waited for before the task
+    returns, so the driver has every report of a step before its end."""
+    import ray
+
+    last: list[Any] = []
 
     def report(r: StepReport) -> None:
-        queue.put((r.key, r.kind, r.payload))
+        last[:] = [mailbox.put.remote((r.key, r.kind, r.payload))]
 
     try:
         _check_visible(step)
-        return "finished", run_step(step, entry, report)
+        outcome: tuple[str, Any] = ("finished", run_step(step, entry, report))
     except Exception as e:
-        return "failed", _portable(e)
+        outcome = ("failed", _portable(e))
+    if last:
+        ray.get(last[0])
+    return outcome
 
 
 def _check_visible(step: PlannedStep) -> None:
@@ -186,7 +211,7 @@ class RayExecutor:
         self._address = address
         self._runtime_env = runtime_env
         self._owns = False
-        self._queue: Any = None
+        self._mailbox: Any = None
         self._refs: dict[Any, PlannedStep] = {}
         self._task: Any = None
 
@@ -207,18 +232,16 @@ class RayExecutor:
                 raise ConfigError(f"cannot join the Ray cluster at {self._address!r} ({e}); start one with "
                                   "'ray start --head' or drop --ray-address") from None
             self._owns = True
-        from ray.util.queue import Queue
-
-        self._queue = Queue(actor_options={"num_cpus": 0})
+        self._mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()
         self._task = ray.remote(max_retries=RAY_MAX_RETRIES, retry_exceptions=False)(_ray_step)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._refs:
             self.cancel_all()
-        if self._queue is not None:
+        if self._mailbox is not None:
             try:
-                self._queue.shutdown()
+                self._ray.kill(self._mailbox)
             except Exception:  # the cluster may already be gone; nothing left to release
                 pass
         if self._owns:
@@ -248,7 +271,7 @@ class RayExecutor:
         options = {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus, "name": step.key}
         if r.memory_mb:
             options["memory"] = int(r.memory_mb) * 2**20
-        ref = self._task.options(**options).remote(step, entry, self._queue)
+        ref = self._task.options(**options).remote(step, entry, self._mailbox)
         self._refs[ref] = step
 
     def wait(self, report: Report) -> None:
@@ -256,7 +279,7 @@ class RayExecutor:
         :data:`POLL_SECONDS`."""
         ray = self._ray
         done, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=POLL_SECONDS)
-        self._drain(report)  # a task's reports are all queued before it returns
+        self._drain(report)  # a task waits for its last report to arrive before it returns
         for ref in done:
             step = self._refs.pop(ref)
             try:
@@ -270,16 +293,17 @@ class RayExecutor:
             report(StepReport(step.key, kind, payload))
 
     def _drain(self, report: Report) -> None:
-        size = self._queue.qsize()
-        if size:
-            for key, kind, payload in self._queue.get_nowait_batch(size):
-                report(StepReport(key, kind, payload))
+        for key, kind, payload in self._ray.get(self._mailbox.take.remote()):
+            report(StepReport(key, kind, payload))
 
     def cancel_all(self) -> None:
-        """Stop every running or waiting task (Ctrl-C): finished folds keep their result.json."""
+        """Stop every running or waiting task (Ctrl-C): finished folds keep their result.json.
+
+        Not ``force``: a running task gets a KeyboardInterrupt, as a local run would, so that a
+        method can stop what it started (nnU-Net kills its training process)."""
         for ref in list(self._refs):
             try:
-                self._ray.cancel(ref, force=True)
+                self._ray.cancel(ref, force=False)
             except Exception:  # already finished or gone
                 pass
         self._refs.clear()
