@@ -71,6 +71,11 @@ def test_nnunet_methods_share_one_prepare_step_before_their_folds(tiny_dataset, 
     assert plan.step("nnunet-ensemble/fold_1").after == ("nnunet-2d/prepare", "nnunet-2d/fold_1", "nnunet-3d/fold_1")
     assert plan.step("nnunet-3d/fold_1").after == ("nnunet-2d/prepare",)
 
+    on_gpus = plan_invocation(["nnunet-2d"], tiny_dataset.root, tmp_path / "w", "smoke", [1], "cuda", 0, registry,
+                              gpus_elsewhere=True)
+    assert on_gpus.step("nnunet-2d/fold_1").resources.num_gpus == 1, "one GPU per training job"
+    assert on_gpus.step("nnunet-2d/prepare").resources.num_gpus == 0, "preprocessing needs no GPU"
+
 
 @pytest.mark.parametrize("name, address, message", [
     ("local", "auto", "--ray-address needs --executor ray"),
