@@ -204,16 +204,18 @@ def test_a_killed_driver_resumes_with_its_finished_folds(ray_cluster, tiny_datas
 
 def test_the_cli_runs_on_a_ray_cluster_it_joins(ray_cluster, tiny_dataset, tmp_path):
     env = os.environ | {"MLFLOW_TRACKING_URI": "", "PYTHONIOENCODING": "utf-8"}
-    out = subprocess.run(
-        [sys.executable, "-m", "avnbench", "run", "--method", "threshold-baseline", "--data", str(tiny_dataset.root),
-         "--preset", "smoke", "--folds", "0,1", "--device", "cpu", "--workdir", str(tmp_path / "w"),
-         "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--bootstrap", "10",
-         "--executor", "ray", "--ray-address", ray_cluster],
-        capture_output=True, encoding="utf-8", env=env, timeout=300,
-    )
+    args = [sys.executable, "-m", "avnbench", "run", "--method", "threshold-baseline", "--data", str(tiny_dataset.root),
+            "--preset", "smoke", "--folds", "0,1", "--device", "cpu", "--workdir", str(tmp_path / "w"),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--bootstrap", "10",
+            "--executor", "ray", "--ray-address", ray_cluster]
+    out = subprocess.run(args, capture_output=True, encoding="utf-8", env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "executor: ray" in out.stdout and "threshold-baseline fold 1: done" in out.stdout
     assert "Dice vital" in out.stdout
+    again = subprocess.run(args, capture_output=True, encoding="utf-8", env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "threshold-baseline fold 0: already finished, reused" in again.stdout
+    assert "nothing new computed" in again.stdout
 
 
 def test_the_local_executor_runs_steps_in_submission_order(tiny_dataset, tmp_path):

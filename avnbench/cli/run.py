@@ -175,11 +175,17 @@ def _run_on(executor, names, data_dir, workdir, preset, fold_list, dev, seed, ur
     from avnbench.cli.display import console, err_console, result_table
     from avnbench.driver import run_invocation
 
+    from avnbench.reporting.tracking import REUSED_REF
+
+    def show(result) -> None:
+        console.print(result_table(result))
+        if result.tracking.get(REUSED_REF) == "true":
+            console.print(f"nothing new computed: MLflow run {result.parent_run_id} already holds these results")
+
     console.print(f"executor: {executor.name}; {len(names)} method(s): {', '.join(names)}")
-    printer = EventLines(console)
     outcome = run_invocation(
-        names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, printer, bootstrap, overrides,
-        executor=executor, on_result=lambda result: console.print(result_table(result)),
+        names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, EventLines(console), bootstrap,
+        overrides, executor=executor, on_result=show,
     )
     for failure in outcome.failures:
         err_console.print(f"[red]error:[/red] {escape(failure.message)}")
