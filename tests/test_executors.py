@@ -16,6 +16,7 @@ import pytest
 
 from avnbench.driver import run_invocation
 from avnbench.errors import ConfigError
+from avnbench.hookspecs import hookimpl
 from avnbench.executors import LocalExecutor, RayExecutor, StepReport, make_executor
 from avnbench.planning import plan_invocation
 from avnbench.runner import RESULT_FILE, job_dir_for, run_benchmark
@@ -277,3 +278,57 @@ def test_cuda_jobs_on_a_cluster_without_gpus_are_refused_before_anything_runs(ra
         run_invocation(["threshold-baseline"], tiny_dataset.root, tmp_path / "w", "smoke", device="cuda",
                        n_bootstrap=10, executor=RayExecutor())
     assert not list((tmp_path / "w").rglob(RESULT_FILE))
+
+
+class _HookOrder:
+    """Records which lifecycle hook was called for which method and fold."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def avnbench_run_started(self, run):
+        self.calls.append(("run_started", run.method, None))
+
+    @hookimpl
+    def avnbench_fold_started(self, run, job):
+        self.calls.append(("fold_started", run.method, job.fold))
+
+    @hookimpl
+    def avnbench_training_event(self, run, job, event):
+        self.calls.append(("training_event", run.method, job.fold))
+
+    @hookimpl
+    def avnbench_fold_finished(self, run, job, result, metrics, reused):
+        self.calls.append(("fold_finished", run.method, job.fold))
+
+    @hookimpl
+    def avnbench_run_finished(self, run, rows, summary, metrics):
+        self.calls.append(("run_finished", run.method, None))
+
+
+def _sequential(method, folds):
+    calls = [("run_started", method, None)]
+    for k in folds:
+        calls += [("fold_started", method, k), ("training_event", method, k), ("training_event", method, k),
+                  ("fold_finished", method, k)]
+    return calls + [("run_finished", method, None)]
+
+
+def test_the_local_executor_calls_the_hooks_as_one_run_after_another(tiny_dataset, tmp_path):
+    registry = registry_of(TimedMember, TimedEnsemble)
+    recorder = _HookOrder()
+    registry.pm.register(recorder, name="hook-order")
+    outcome = run_invocation(["timed-ensemble", "timed-member"], tiny_dataset.root, tmp_path / "w", "smoke",
+                             [0, 1], device="cpu", registry=registry, n_bootstrap=10, executor=LocalExecutor())
+    assert list(outcome.results) == ["timed-member", "timed-ensemble"] and outcome.failures == []
+    assert recorder.calls == _sequential("timed-member", [0, 1]) + _sequential("timed-ensemble", [0, 1])
+
+
+def test_locally_a_failing_fold_stops_its_method_as_before(tiny_dataset, tmp_path):
+    with pytest.raises(RuntimeError, match="boom on purpose"):
+        run_benchmark("fails-on-fold-1", tiny_dataset.root, tmp_path / "w", preset="smoke", device="cpu",
+                      registry=registry_of(FailsOnFold1), n_bootstrap=10)
+    finished = [k for k in range(4)
+                if (job_dir_for(tmp_path / "w", tiny_dataset.name, "fails-on-fold-1", "smoke", k) / RESULT_FILE).exists()]
+    assert finished == [0], "fold 0 is kept; the folds after the failure are not started"
