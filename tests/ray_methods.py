@@ -50,3 +50,19 @@ class FailsOnFold1(TimedMember):
         if self.context.fold == 1:
             raise RuntimeError("boom on purpose")
         super().fit(train_cases, val_cases, workdir, device)
+
+
+class DiesOnce(TimedMember):
+    """Its worker process dies the first time it fits a fold (a system failure, not the method's
+    exception); the retry finds the marker and fits."""
+
+    card = MethodCard(name="dies-once", task="segmentation", description="test", citation="none")
+
+    def fit(self, train_cases, val_cases, workdir, device):
+        import os
+
+        marker = Path(workdir, "died_once")
+        if not marker.exists():
+            marker.write_text("")
+            os._exit(1)
+        super().fit(train_cases, val_cases, workdir, device)

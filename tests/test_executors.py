@@ -332,3 +332,16 @@ def test_locally_a_failing_fold_stops_its_method_as_before(tiny_dataset, tmp_pat
     finished = [k for k in range(4)
                 if (job_dir_for(tmp_path / "w", tiny_dataset.name, "fails-on-fold-1", "smoke", k) / RESULT_FILE).exists()]
     assert finished == [0], "fold 0 is kept; the folds after the failure are not started"
+
+
+def test_a_job_whose_worker_dies_is_retried(ray_cluster, tiny_dataset, tmp_path):
+    from ray_methods import DiesOnce
+
+    events = []
+    outcome = run_invocation(["dies-once"], tiny_dataset.root, tmp_path / "w", "smoke", [0], device="cpu",
+                             registry=registry_of(DiesOnce), n_bootstrap=10, executor=RayExecutor(),
+                             progress=events.append)
+    assert outcome.failures == [] and len(outcome.results["dies-once"].rows) == 2
+    job_dir = job_dir_for(tmp_path / "w", tiny_dataset.name, "dies-once", "smoke", 0)
+    assert (job_dir / "died_once").exists() and (job_dir / TIMES_FILE).exists()
+    assert [e.kind for e in events].count("fold_started") == 1, "a retried job is one fold to the hooks"
