@@ -29,10 +29,12 @@ from avnbench.hookspecs import hookimpl
 from avnbench.methods import (
     ClassificationPrediction,
     JobContext,
+    JobResources,
     Method,
     MethodCard,
     MethodConfig,
     PredictCase,
+    PrepareContext,
     SegmentationPrediction,
     TrainingEvent,
     TrainingLog,
@@ -41,8 +43,8 @@ from avnbench.methods import (
 
 __all__ = [
     "FILE_ENDING", "JIC_TYPES", "LABELS", "Case", "CaseMeta", "ClassificationPrediction",
-    "ConfigError", "DataError", "Dataset", "Fold", "Geometry", "JobContext", "Landmarks", "Method",
-    "MethodCard", "MethodConfig", "MetricDef", "PlaneSlice", "PluginError", "PredictCase",
+    "ConfigError", "DataError", "Dataset", "Fold", "Geometry", "JobContext", "JobResources", "Landmarks", "Method",
+    "MethodCard", "MethodConfig", "MetricDef", "PlaneSlice", "PluginError", "PredictCase", "PrepareContext",
     "SegmentationPrediction", "TrainingEvent", "TrainingLog", "dice", "heatmap_top_decile_on_necrosis",
     "hookimpl", "jic_boundaries_mm",
     "jic_classes", "jic_type", "load_dataset", "mid_coronal_slice", "read_splits", "split_hash",

@@ -17,7 +17,9 @@ A plugin is a module (registered through the ``avnbench`` entry-point group, or 
 Built-in features are plugins registered the same way: MLflow tracking is
 :mod:`avnbench.reporting.tracking`. Every lifecycle hook is called by the driver process through
 ``pm.hook``, in the order run_started, (fold_started, training_event*, fold_finished)* per fold,
-then run_finished or run_aborted. Hooks are called with keyword arguments; an implementation may
+then run_finished or run_aborted. Under ``--executor ray`` the folds of a run (and the runs of
+one invocation) run side by side, so these sequences interleave; each keeps its own order, and
+the hooks are still called from the driver process only (:mod:`avnbench.driver`). Hooks are called with keyword arguments; an implementation may
 accept any subset of them. An exception raised by a lifecycle hook aborts the run (and is reported
 to the others through :func:`avnbench_run_aborted`), so a plugin that only observes should catch
 its own failures. No hook may change the objects it is given: they are shared by every plugin.

@@ -236,6 +236,32 @@ class TrainingEvent(BaseModel):
 TrainingListener = Callable[[TrainingEvent], None]
 
 
+class JobResources(BaseModel):
+    """What one job of a method asks an executor for (Ray schedules by these; the local
+    executor runs one job at a time and ignores them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cpus: float = Field(default=1, ge=0, description="CPU cores the job keeps busy")
+    num_gpus: float = Field(default=0, ge=0, description="GPUs; 1 pins the job to one GPU (CUDA_VISIBLE_DEVICES)")
+    memory_mb: int = Field(default=1024, ge=0, description="estimate of the job's peak memory, MiB")
+
+
+class PrepareContext(BaseModel):
+    """What :meth:`Method.prepare` is told: the dataset, its split and the shared folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset_dir: Path
+    dataset_name: str
+    dataset_fingerprint: str
+    splits_file: Path
+    split_hash: str
+    preset: str
+    seed: int
+    shared_dir: Path
+
+
 class TrainingLog:
     """The one callback through which a method reports training, plus files for its MLflow run.
 
@@ -324,6 +350,28 @@ class Method(ABC):
     def from_preset(cls, preset: str, **overrides: Any) -> "Method":
         """An instance configured by a named preset."""
         return cls(cls.Config.preset(preset, **overrides))
+
+    @classmethod
+    def resources(cls, preset: str, device: str) -> JobResources:
+        """What one fold job asks the executor for. Default: one core, one GPU on ``cuda``
+        (none on ``cpu``), 1 GiB; a method that needs more (or less) overrides this."""
+        return JobResources(num_cpus=1, num_gpus=1 if device == "cuda" else 0, memory_mb=1024)
+
+    @classmethod
+    def prepare(cls, context: PrepareContext, config: MethodConfig, device: str) -> None:
+        """Optional: work done once per dataset before any fold job of the method starts, e.g.
+        nnU-Net's fingerprint, plans and preprocessing into ``context.shared_dir``.
+
+        The planner runs it as its own step (on a worker, under ``--executor ray``) only when some
+        fold is computed; methods that inherit the same ``prepare`` share one step. It must be
+        idempotent (a later fit may still check its output) and must not touch job folders.
+        The default does nothing and adds no step.
+        """
+
+    @classmethod
+    def has_prepare(cls) -> bool:
+        """True when the class (or a base other than :class:`Method`) overrides :meth:`prepare`."""
+        return cls.prepare.__func__ is not Method.prepare.__func__
 
     @abstractmethod
     def fit(

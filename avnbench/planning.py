@@ -3,7 +3,8 @@
 :func:`plan_fold_jobs` turns a method, a dataset and a preset into :class:`FoldJob` objects (used by
 the runner, the conformance kit and the benchmarks alike); :func:`fold_cases` carves each job's
 training cases; :func:`method_for_fit` and :func:`method_for_predict` make the two instances a
-job uses; :func:`order_methods` orders methods by what their cards say they build on.
+job uses; :func:`order_methods` orders methods by what their cards say they build on;
+:func:`plan_invocation` plans a whole ``avnbench run`` (several methods) as one graph of steps.
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ from avnbench.data.splits import SplitsMeta, carve_validation, ensure_splits
 from avnbench.errors import ConfigError, PluginError
 from avnbench.jobs import FoldJob, code_versions, run_key_for
 from avnbench.overrides import resolve_config
-from avnbench.methods import JobContext, Method, TrainingListener, TrainingLog
+from avnbench.methods import JobContext, JobResources, Method, PrepareContext, TrainingListener, TrainingLog
 from avnbench.plugins import Registry, load_registry
 from avnbench.workfolder import job_dir_for, shared_dir_for
 
 VALIDATION_FRACTION = 0.2
 
 
-def resolve_device(device: str) -> Literal["cpu", "cuda"]:
-    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+def resolve_device(device: str, gpus_elsewhere: bool = False) -> Literal["cpu", "cuda"]:
+    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an
+    error, unless ``gpus_elsewhere`` (the jobs run on a cluster, whose executor checks its GPUs)."""
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device {device!r}. Available: auto, cpu, cuda")
     if device == "cpu":
         return "cpu"
+    if device == "cuda" and gpus_elsewhere:
+        return "cuda"
     try:
         import torch
 
@@ -69,6 +73,7 @@ def plan_fold_jobs(
     seed: int = 0,
     registry: Registry | None = None,
     config_overrides: dict[str, Any] | None = None,
+    gpus_elsewhere: bool = False,
 ) -> RunPlan:
     """The :class:`FoldJob` of each selected fold (all when ``folds`` is None).
 
@@ -76,6 +81,7 @@ def plan_fold_jobs(
     applied on top of the preset and validated against the method's ``Config`` (an unknown field
     or a bad value is a one-line ConfigError); they are part of the resolved config, hence of the
     run key and the run's params. ``seed`` seeds the method and the internal validation carve.
+    ``gpus_elsewhere``: see :func:`resolve_device`.
     """
     registry = registry or load_registry()
     entry = registry.get(method)
@@ -87,7 +93,7 @@ def plan_fold_jobs(
         raise ConfigError(f"fold(s) {bad} do not exist; the split has folds 0..{len(fold_list) - 1}")
     config = resolve_config(method, entry.cls.Config, preset, seed, config_overrides or {})
     config_dict = config.model_dump(mode="json")
-    dev = resolve_device(device)
+    dev = resolve_device(device, gpus_elsewhere)
     code = code_versions(entry)
     key = run_key_for(method, preset, config_dict, dataset.fingerprint, split_meta.sha256, code)
     jobs = [
@@ -197,3 +203,119 @@ def order_methods(names: Sequence[str], registry: Registry) -> list[str]:
         ordered.append(ready)
         pending.remove(ready)
     return ordered
+
+
+# --- one plan for a whole invocation -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One node of an :class:`InvocationPlan`: a fold job, or a method's once-per-dataset prepare.
+
+    ``key`` is ``<method>/fold_<k>`` or ``<method>/prepare``; ``after`` are the keys of the steps
+    that must have finished before this one starts; ``resources`` is what it asks an executor for.
+    """
+
+    key: str
+    method: str
+    resources: JobResources
+    after: tuple[str, ...] = ()
+    job: FoldJob | None = None
+    prepare: PrepareContext | None = None
+    config: dict[str, Any] | None = None  # a prepare step's method config (a fold job has its own)
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    @property
+    def fold(self) -> int | None:
+        return self.job.fold if self.job is not None else None
+
+
+@dataclass(frozen=True)
+class InvocationPlan:
+    """Every method's :class:`RunPlan` and every step, in an order that respects ``after``
+    (methods by :func:`order_methods`, each one's prepare step before its folds)."""
+
+    methods: list[str]
+    runs: dict[str, RunPlan]
+    steps: list[PlannedStep]
+
+    def step(self, key: str) -> PlannedStep:
+        return next(s for s in self.steps if s.key == key)
+
+    def fold_steps(self, method: str) -> list[PlannedStep]:
+        return [s for s in self.steps if s.method == method and s.job is not None]
+
+
+def fold_key(method: str, fold: int) -> str:
+    """The key of a fold job's step in an :class:`InvocationPlan`: ``<method>/fold_<k>``."""
+    return f"{method}/fold_{fold}"
+
+
+def plan_invocation(
+    method_names: Sequence[str],
+    dataset_dir: Path,
+    workdir: Path,
+    preset: str = "quick",
+    folds: Sequence[int] | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    registry: Registry | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    gpus_elsewhere: bool = False,
+) -> InvocationPlan:
+    """The steps of running ``method_names`` on one dataset: each method's fold jobs (as
+    :func:`plan_fold_jobs` makes them) and prepare step, with their dependencies.
+
+    A fold-k job of method M runs after the fold-k jobs of every method M builds on (its card's
+    ``builds_on``, transitively) that is part of the invocation, and after M's prepare step if M
+    has one (:meth:`Method.prepare`); methods inheriting the same ``prepare`` share one step.
+    ``overrides`` maps a method name to its config overrides; ``gpus_elsewhere``: see
+    :func:`resolve_device`.
+    """
+    registry = registry or load_registry()
+    ordered = order_methods(method_names, registry)
+    runs = {
+        name: plan_fold_jobs(name, dataset_dir, workdir, preset, folds, device, seed, registry,
+                             (overrides or {}).get(name), gpus_elsewhere)
+        for name in ordered
+    }
+    steps: list[PlannedStep] = []
+    prepare_of: dict[tuple[Any, Path], str] = {}  # (prepare function, shared folder) -> its step
+    for name in ordered:
+        plan = runs[name]
+        cls = plan.entry.cls
+        prepare_key = None
+        if cls.has_prepare() and plan.jobs:
+            first = plan.jobs[0]
+            shared = (cls.prepare.__func__, first.shared_dir)
+            if shared not in prepare_of:
+                prepare_of[shared] = f"{name}/prepare"
+                context = PrepareContext(
+                    dataset_dir=first.dataset_dir, dataset_name=plan.dataset.name,
+                    dataset_fingerprint=first.dataset_fingerprint, splits_file=first.splits_file,
+                    split_hash=first.split_hash, preset=preset, seed=seed, shared_dir=first.shared_dir,
+                )
+                cpu_only = cls.resources(preset, "cpu")
+                steps.append(PlannedStep(key=prepare_of[shared], method=name, resources=cpu_only,
+                                         prepare=context, config=plan.config, device=plan.device))
+            prepare_key = prepare_of[shared]
+        members = [m for m in _builds_on(name, registry) if m in runs]
+        resources = cls.resources(preset, plan.device)
+        for job in plan.jobs:
+            after = ([prepare_key] if prepare_key else []) + [
+                fold_key(m, job.fold) for m in members if job.fold in runs[m].folds
+            ]
+            steps.append(PlannedStep(key=fold_key(name, job.fold), method=name, resources=resources,
+                                     after=tuple(after), job=job, device=plan.device))
+    return InvocationPlan(methods=ordered, runs=runs, steps=steps)
+
+
+def _builds_on(name: str, registry: Registry) -> list[str]:
+    """Every method ``name`` builds on, directly or through others (cycles were refused by
+    :func:`order_methods`)."""
+    found: list[str] = []
+    for member in registry.get(name).card.builds_on:
+        for m in [member, *_builds_on(member, registry)]:
+            if m not in found:
+                found.append(m)
+    return found

@@ -4,7 +4,9 @@ Every (method, fold) pair is an independent :class:`FoldJob` (plain data in, a f
 :class:`FoldResult` out), so the same jobs can later be handed to a distributed engine without
 changing plugins. :func:`plan_fold_jobs` makes the jobs, :func:`run_fold_job` runs one: the only
 fold path, used by :func:`run_benchmark`, the conformance kit (:mod:`avnbench.testing`) and the
-benchmarks. :func:`run_benchmark` runs the jobs that have not finished yet (a finished job leaves
+benchmarks. :func:`run_benchmark` (one method, in this process) and
+:func:`avnbench.driver.run_invocation` (several methods, on any executor) run the jobs that have
+not finished yet (a finished job leaves
 a sealed ``result.json`` in its folder, so an interrupted run resumes), holding a lock on the work
 folder, and reports every step to the plugins through the lifecycle hooks of
 :mod:`avnbench.hookspecs` (MLflow tracking is the built-in plugin :mod:`avnbench.reporting.tracking`).
@@ -74,11 +76,14 @@ class _Strict(BaseModel):
 
 class RunEvent(_Strict):
     """A progress report: ``kind`` is one of run_started, fold_started, fold_skipped, fitting,
-    epoch, fitted, case_predicted, fold_finished, scoring, run_finished, warning.
+    epoch, fitted, case_predicted, fold_finished, fold_failed, preparing, prepared, scoring,
+    run_finished, warning.
 
     An ``epoch`` report has ``done`` = the epoch (1-based), ``total`` = the planned epochs (None
     when the method does not say) and ``values`` = its losses and validation scores. A ``warning``
-    has ``message``: one line for the user, e.g. why a saved fold result was not reused.
+    has ``message``: one line for the user, e.g. why a saved fold result was not reused; so has
+    ``fold_failed`` (the method, fold and error; under ``--executor ray`` the other folds go on).
+    ``preparing``/``prepared`` frame a method's once-per-dataset prepare step.
     """
 
     kind: str
@@ -280,119 +285,13 @@ def run_benchmark(
         config_overrides: config field values on top of the preset (``--set``/``--config``),
             validated against the method's ``Config``; they enter the run key and the params.
     """
-    registry = registry or load_registry()
-    emit = progress or (lambda e: None)
-    # job planning (runner): the same jobs the conformance kit and the benchmarks run
-    plan = plan_fold_jobs(method, dataset_dir, workdir, preset, folds, device, seed, registry, config_overrides)
-    with work_folder_lock(workdir, plan.dataset.name):  # lock (runner): one run per work folder
-        return _run_planned(method, preset, seed, plan, tracking_uri, registry, emit, n_bootstrap)
+    from avnbench.driver import run_invocation
+    from avnbench.executors import LocalExecutor
 
-
-def _run_planned(
-    method: str, preset: str, seed: int, plan: RunPlan, tracking_uri: str | None, registry: Registry,
-    emit: ProgressCallback, n_bootstrap: int,
-) -> RunResult:
-    """:func:`run_benchmark` after planning, with the work folder locked."""
-    entry, dataset, split_meta, jobs = plan.entry, plan.dataset, plan.split_meta, plan.jobs
-    selected, config_dict, dev, key = plan.folds, plan.config, plan.device, plan.run_key
-    warn = {job.fold: _warner(emit, method, job.fold) for job in jobs}
-    finished = {job.fold: load_finished(job, warn=warn[job.fold]) for job in jobs}  # digest + inputs checked
-
-    run = RunInfo(
-        method=method,
-        task=entry.card.task,
-        classes=list(entry.card.classes) if entry.card.classes else None,
-        plugin=entry.plugin,
-        plugin_distribution=entry.distribution,
-        plugin_version=entry.version,
-        preset=preset,
-        config=config_dict,
-        dataset_name=dataset.name,
-        dataset_fingerprint=dataset.fingerprint,
-        dataset_synthetic=dataset.synthetic,
-        dataset_root=dataset.root.resolve(),
-        split_sha256=split_meta.sha256,
-        split_folds=split_meta.folds,
-        split_seed=split_meta.seed,
-        folds=selected,
-        reused_folds=[k for k, r in finished.items() if r is not None],
-        seed=seed,
-        device=dev,
-        run_key=key,
-        tracking_uri=tracking_uri,
+    outcome = run_invocation(
+        [method], dataset_dir, workdir, preset, folds, device, seed, tracking_uri, registry, progress,
+        n_bootstrap, {method: config_overrides} if config_overrides else None, executor=LocalExecutor(),
     )
-    hook = registry.pm.hook
-    tracking: dict[str, str] = {}
-    results: list[FoldResult] = []
-    skipped: list[int] = []
-    try:
-        from avnbench.evaluation.metrics import collect_metrics
-
-        metric_defs = collect_metrics(registry.pm)  # built-in + avnbench_register_metrics
-        for refs in hook.avnbench_run_started(run=run):
-            tracking.update(refs or {})
-        emit(RunEvent(kind="run_started", method=method, total=len(jobs)))
-        for job in jobs:
-            previous = finished[job.fold]
-            if previous is not None:
-                skipped.append(job.fold)
-                emit(RunEvent(kind="fold_skipped", method=method, fold=job.fold, total=len(job.val_ids)))
-                result = previous
-            else:
-                emit(RunEvent(kind="fold_started", method=method, fold=job.fold, total=len(job.val_ids)))
-                hook.avnbench_fold_started(run=run, job=job)
-                listener = _training_listener(registry, run, job, emit)
-                result = run_fold_job(job, registry, emit, training_listener=listener)
-            results.append(result)
-            fold_summary = summarize(result.rows, entry.card.task, entry.card.classes, 0, seed, metric_defs)
-            hook.avnbench_fold_finished(
-                run=run, job=job, result=result, metrics=fold_summary.metrics | cost_metrics([result]),
-                reused=previous is not None,
-            )
-            emit(RunEvent(kind="fold_finished", method=method, fold=job.fold))
-
-        emit(RunEvent(kind="scoring", method=method))
-        rows = [row for r in results for row in r.rows]
-        summary = summarize(rows, entry.card.task, entry.card.classes, n_bootstrap, seed, metric_defs)
-        metrics = summary.metrics | cost_metrics(results)
-        hook.avnbench_run_finished(run=run, rows=rows, summary=summary, metrics=metrics)
-    except BaseException as e:
-        _report_abort(registry, run, e)
-        raise
-    emit(RunEvent(kind="run_finished", method=method))
-    return RunResult(
-        method=method,
-        preset=preset,
-        dataset=dataset.name,
-        synthetic=dataset.synthetic,
-        run_key=key,
-        folds=selected,
-        skipped_folds=skipped,
-        metrics=metrics,
-        rows=rows,
-        parent_run_id=tracking.get("mlflow.parent_run_id"),
-        tracking=tracking,
-        notes=list(getattr(summary, "notes", []) or []),
-    )
-
-
-def _training_listener(registry: Registry, run: RunInfo, job: FoldJob, emit: ProgressCallback) -> TrainingListener:
-    """What a fold's ``TrainingLog`` calls on each report: the hook (live tracking), then the CLI."""
-
-    def on_training_event(event: TrainingEvent) -> None:
-        registry.pm.hook.avnbench_training_event(run=run, job=job, event=event)
-        if event.kind != "epoch":  # a lone curve point (e.g. a number chosen after fit) is no epoch
-            return
-        emit(RunEvent(kind="epoch", method=run.method, fold=job.fold, done=event.epoch, total=event.total,
-                      values=event.values))
-
-    return on_training_event
-
-
-def _report_abort(registry: Registry, run: RunInfo, error: BaseException) -> None:
-    # The hook must not raise; if a plugin does anyway, the run's own error is what the user needs.
-    reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]
-    try:
-        registry.pm.hook.avnbench_run_aborted(run=run, reason=reason)
-    except Exception:
-        pass
+    if outcome.failures:  # the fold's own exception, as when the fold ran inline
+        raise outcome.failures[0].exception
+    return outcome.results[method]

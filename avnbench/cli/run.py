@@ -99,8 +99,14 @@ def collect_overrides(registry, names, set_items, config_file, cpu_threads, num_
               help="Torch CPU threads of every method that has the setting (same as --set cpu_threads=N).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None,
               help="Data-loading workers of every method that has the setting (same as --set num_workers=N).")
+@click.option("--executor", "executor_name", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the (method, fold) jobs run: in this process one after another, or as Ray tasks "
+              "side by side (pip install 'avnbench[ray]'; see docs/cluster.md).")
+@click.option("--ray-address", default=None, metavar="auto|HOST:PORT",
+              help="--executor ray: join this Ray cluster ('auto': the one 'ray start' made on this machine). "
+              "Default: start a local Ray sized to this machine.")
 def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, seed, phantom_cases, phantom_shape,
-        bootstrap, set_items, config_file, cpu_threads, num_workers):
+        bootstrap, set_items, config_file, cpu_threads, num_workers, executor_name, ray_address):
     """Fit and predict METHOD on every fold of a dataset, score it and log it to MLflow.
 
     Re-running the same command resumes: folds already finished are skipped.
@@ -115,6 +121,9 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     from avnbench.workfolder import check_work_folder
     from avnbench.reporting.tracking import REUSED_REF, client_for, default_tracking_uri
 
+    from avnbench.executors import make_executor
+
+    executor = make_executor(executor_name, ray_address)  # a bad combination fails before any work
     registry = load_registry()
     names = registry.names() if "all" in method_names else list(dict.fromkeys(method_names))
     print_plugin_problems(registry, running=names)
@@ -123,7 +132,7 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     names = order_methods(names, registry)  # members before the methods that build on them
     overrides = collect_overrides(registry, names, set_items, config_file, cpu_threads, num_workers)
     fold_list = parse_folds(folds)
-    dev = resolve_device(device)
+    dev = resolve_device(device, gpus_elsewhere=executor.gpus_elsewhere)
     if data_dir is None:
         with run_progress() as progress:
             task = progress.add_task("generating the built-in phantom", total=None)
@@ -135,6 +144,10 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     uri = tracking_uri or default_tracking_uri()
     client_for(uri)  # a store that cannot be opened fails here, in one line, before any training
     console.print(f"MLflow store: {uri}")
+    if executor_name != "local":
+        overrides_by_method = {name: overrides.for_method(name, registry.get(name).cls.Config) for name in names}
+        return _run_on(executor, names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, bootstrap,
+                       overrides_by_method)
     failures = []
     for name in names:
         try:
@@ -155,3 +168,72 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
             console.print(f"nothing new computed: MLflow run {result.parent_run_id} already holds these results")
     if failures:
         raise click.ClickException(f"{len(failures)} method(s) failed: {', '.join(failures)}")
+
+
+def _run_on(executor, names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, bootstrap, overrides):
+    """Every method as one plan on ``executor``: tables as methods finish, each failed job in one line."""
+    from avnbench.cli.display import console, err_console, result_table
+    from avnbench.driver import run_invocation
+
+    from avnbench.reporting.tracking import REUSED_REF
+
+    def show(result) -> None:
+        console.print(result_table(result))
+        if result.tracking.get(REUSED_REF) == "true":
+            console.print(f"nothing new computed: MLflow run {result.parent_run_id} already holds these results")
+
+    console.print(f"executor: {executor.name}; {len(names)} method(s): {', '.join(names)}")
+    outcome = run_invocation(
+        names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, EventLines(console), bootstrap,
+        overrides, executor=executor, on_result=show,
+    )
+    for failure in outcome.failures:
+        err_console.print(f"[red]error:[/red] {escape(failure.message)}")
+    if outcome.failures:
+        raise click.ClickException(
+            f"{len(outcome.failures)} job(s) failed; the finished folds are kept: run the same command again to "
+            "resume after fixing the cause"
+        )
+
+
+class EventLines:
+    """Progress of jobs that run side by side, one line per event (no live bars: many folds of
+    several methods move at once); epoch lines at most every ``every`` seconds per fold."""
+
+    def __init__(self, console, every: float = 30.0):
+        import time
+
+        self.console, self.every, self.clock = console, every, time.monotonic
+        self.last: dict[tuple[str, int | None], float] = {}
+        self.started: dict[tuple[str, int | None], float] = {}
+
+    def __call__(self, event) -> None:
+        where = f"{event.method} fold {event.fold}" if event.fold is not None else event.method
+        text = {
+            "run_started": f"{event.method}: {event.total} fold(s)",
+            "preparing": f"{event.method}: preparing the dataset (once, before its folds)",
+            "prepared": f"{event.method}: prepared",
+            "fold_started": f"{where}: started",
+            "fold_skipped": f"{where}: already finished, reused",
+            "fitted": f"{where}: fitted in {event.message}, predicting",
+            "fold_finished": f"{where}: done",
+            "warning": f"[yellow]warning:[/yellow] {escape(event.message)}",
+            "fold_failed": f"[red]failed:[/red] {escape(event.message)}",
+        }.get(event.kind)
+        now, key = self.clock(), (event.method, event.fold)
+        if event.kind == "fitting":
+            self.started[key] = now
+        if event.kind == "epoch":
+            from avnbench.cli.display import epoch_line
+
+            if now - self.last.get(key, -1e9) >= self.every or (event.total and event.done >= event.total):
+                self.last[key] = now
+                text = f"{where}: {epoch_line(event.done, event.total, event.values, now - self.started.get(key, now))}"
+        if text:
+            self.console.print(text, highlight=False)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)

@@ -25,10 +25,12 @@ from avnbench.api import (
     Case,
     Fold,
     JobContext,
+    JobResources,
     Method,
     MethodCard,
     MethodConfig,
     PredictCase,
+    PrepareContext,
     SegmentationPrediction,
     load_dataset,
     split_hash,
@@ -158,6 +160,22 @@ class _NnunetMethod(Method):
 
     Config = NnunetConfig
     MEMBERS: ClassVar[tuple[str, ...]]
+
+    # --- planning -------------------------------------------------------------------------
+    @classmethod
+    def resources(cls, preset: str, device: str) -> JobResources:
+        """The network's threads plus nnU-Net's augmentation worker(s); one GPU on ``cuda``."""
+        if device == "cuda":
+            return JobResources(num_cpus=4, num_gpus=1, memory_mb=12288)
+        return JobResources(num_cpus=2, num_gpus=0, memory_mb=3072)
+
+    @classmethod
+    def prepare(cls, context: PrepareContext, config: MethodConfig, device: str) -> None:
+        """nnU-Net's fingerprint, plans and preprocessing, once per dataset, before any fold
+        starts (the three methods share this step; ``fit`` finds it done)."""
+        ws = Workspace.create(context.shared_dir, context.dataset_fingerprint, "prepare")
+        env = ws.environment(device, _n_proc_da(config, device), config.preprocessing_processes)
+        ws.ensure_preprocessed(context.dataset_dir, context.splits_file, env, config.preprocessing_processes)
 
     # --- fit ------------------------------------------------------------------------------
     def fit(self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str) -> None:
