@@ -251,20 +251,24 @@ class RayExecutor:
         return len(self._refs)
 
     def check(self, steps: list[PlannedStep]) -> None:
-        """A ConfigError if a step asks for more CPUs, GPUs or memory than the cluster has (Ray
-        would otherwise wait for them forever)."""
-        total = self._ray.cluster_resources()
-        have = {"CPU": total.get("CPU", 0), "GPU": total.get("GPU", 0), "memory": total.get("memory", 0) / 2**20}
+        """A ConfigError if a step asks for more CPUs, GPUs or memory than any one node of the
+        cluster has (Ray would otherwise wait for such a node forever)."""
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
         for step in steps:
             r = step.resources
-            for name, want, unit in (("CPU", r.num_cpus, "core(s)"), ("GPU", r.num_gpus, "GPU(s)"),
-                                     ("memory", r.memory_mb, "MiB")):
-                if want > have[name]:
+            wanted = {"CPU": r.num_cpus, "GPU": r.num_gpus, "memory": r.memory_mb * 2**20}
+            if any(all(node.get(name, 0) >= want for name, want in wanted.items()) for node in nodes):
+                continue
+            for name, unit, scale in (("GPU", "GPU(s)", 1), ("CPU", "core(s)", 1), ("memory", "MiB", 2**20)):
+                largest = max((node.get(name, 0) for node in nodes), default=0)
+                if wanted[name] > largest:
                     hint = " (use --device cpu, or add GPU nodes)" if name == "GPU" else ""
                     raise ConfigError(
-                        f"{step.key} asks for {want:g} {unit} of {name} but the Ray cluster has "
-                        f"{have[name]:g}{hint}"
+                        f"{step.key} asks for {wanted[name] / scale:g} {unit} of {name} but no node of the Ray "
+                        f"cluster has more than {largest / scale:g}{hint}"
                     )
+            raise ConfigError(f"{step.key} asks for {r.num_cpus:g} core(s), {r.num_gpus:g} GPU(s) and "
+                              f"{r.memory_mb} MiB, which no node of the Ray cluster has at once")
 
     def submit(self, step: PlannedStep, entry: Any) -> None:
         r = step.resources

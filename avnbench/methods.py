@@ -352,9 +352,10 @@ class Method(ABC):
         return cls(cls.Config.preset(preset, **overrides))
 
     @classmethod
-    def resources(cls, preset: str, device: str) -> JobResources:
-        """What one fold job asks the executor for. Default: one core, one GPU on ``cuda``
-        (none on ``cpu``), 1 GiB; a method that needs more (or less) overrides this."""
+    def resources(cls, preset: str, device: str, config: MethodConfig | None = None) -> JobResources:
+        """What one fold job asks the executor for, given its preset, device and resolved config
+        (None: the preset's). Default: one core, one GPU on ``cuda`` (none on ``cpu``), 1 GiB; a
+        method that needs more (or less) overrides this."""
         return JobResources(num_cpus=1, num_gpus=1 if device == "cuda" else 0, memory_mb=1024)
 
     @classmethod

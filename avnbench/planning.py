@@ -295,12 +295,12 @@ def plan_invocation(
                     dataset_fingerprint=first.dataset_fingerprint, splits_file=first.splits_file,
                     split_hash=first.split_hash, preset=preset, seed=seed, shared_dir=first.shared_dir,
                 )
-                cpu_only = cls.resources(preset, "cpu")
+                cpu_only = cls.resources(preset, "cpu", cls.Config.model_validate(plan.config))
                 steps.append(PlannedStep(key=prepare_of[shared], method=name, resources=cpu_only,
                                          prepare=context, config=plan.config, device=plan.device))
             prepare_key = prepare_of[shared]
         members = [m for m in _builds_on(name, registry) if m in runs]
-        resources = cls.resources(preset, plan.device)
+        resources = cls.resources(preset, plan.device, cls.Config.model_validate(plan.config))
         for job in plan.jobs:
             after = ([prepare_key] if prepare_key else []) + [
                 fold_key(m, job.fold) for m in members if job.fold in runs[m].folds

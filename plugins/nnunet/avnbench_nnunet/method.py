@@ -163,11 +163,16 @@ class _NnunetMethod(Method):
 
     # --- planning -------------------------------------------------------------------------
     @classmethod
-    def resources(cls, preset: str, device: str) -> JobResources:
-        """The network's threads plus nnU-Net's augmentation worker(s); one GPU on ``cuda``."""
+    def resources(cls, preset: str, device: str, config: MethodConfig | None = None) -> JobResources:
+        """The cores nnU-Net keeps busy (the network's threads on a CPU plus its augmentation
+        workers, as ``_cpu_threads`` and ``_n_proc_da`` choose them here) and one GPU on ``cuda``,
+        where at most 4 cores are asked for so that a node's GPUs are not left idle for want of
+        cores (``data_augmentation_processes`` sets the workers)."""
+        config = config if config is not None else cls.Config.preset(preset)
+        workers = _n_proc_da(config, device)
         if device == "cuda":
-            return JobResources(num_cpus=4, num_gpus=1, memory_mb=12288)
-        return JobResources(num_cpus=2, num_gpus=0, memory_mb=3072)
+            return JobResources(num_cpus=max(1, min(workers, 4)), num_gpus=1, memory_mb=12288)
+        return JobResources(num_cpus=_cpu_threads(config) + workers, num_gpus=0, memory_mb=3072)
 
     @classmethod
     def prepare(cls, context: PrepareContext, config: MethodConfig, device: str) -> None:
