@@ -273,10 +273,10 @@ def test_ctrl_c_cancels_running_jobs_and_keeps_finished_folds(ray_cluster, tiny_
 def test_cuda_jobs_on_a_cluster_without_gpus_are_refused_before_anything_runs(ray_cluster, tiny_dataset, tmp_path):
     if ray.cluster_resources().get("GPU", 0):
         pytest.skip("this cluster has GPUs")
-    with pytest.raises(ConfigError, match=r"threshold-baseline/fold_0 asks for 1 GPU\(s\) of GPU but no node of "
+    with pytest.raises(ConfigError, match=r"timed-member/fold_0 asks for 1 GPU\(s\) of GPU but no node of "
                                           r"the Ray cluster has more than 0 \(use --device cpu, or add GPU nodes\)"):
-        run_invocation(["threshold-baseline"], tiny_dataset.root, tmp_path / "w", "smoke", device="cuda",
-                       n_bootstrap=10, executor=RayExecutor())
+        run_invocation(["timed-member"], tiny_dataset.root, tmp_path / "w", "smoke", device="cuda",
+                       registry=registry_of(TimedMember), n_bootstrap=10, executor=RayExecutor())
     assert not list((tmp_path / "w").rglob(RESULT_FILE))
 
 

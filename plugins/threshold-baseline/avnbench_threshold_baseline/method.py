@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from avnbench.api import Case, Method, MethodCard, MethodConfig, PredictCase, SegmentationPrediction
+from avnbench.api import Case, JobResources, Method, MethodCard, MethodConfig, PredictCase, SegmentationPrediction
 from avnbench.training import require_fitted
 
 PARAMS_FILE = "threshold_baseline.json"
@@ -114,6 +114,11 @@ class ThresholdBaseline(Method):
         reference="https://doi.org/10.1109/TSMC.1979.4310076",
     )
     Config = ThresholdBaselineConfig
+
+    @classmethod
+    def resources(cls, preset: str, device: str, config: MethodConfig | None = None) -> JobResources:
+        """One core and no GPU whatever the device: numpy and scipy only."""
+        return JobResources(num_cpus=1, num_gpus=0, memory_mb=1024)
 
     def fit(self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str) -> None:
         """Estimate the head and necrosis thresholds and the minimum lesion size (train + val)."""
