@@ -151,3 +151,22 @@ def check_method(
     run_fold_job(plan.jobs[0], registry, on_prediction=lambda prediction, case: predictions.append(prediction))
     check_predictions(method_cls, predictions, plan.dataset.subset(plan.jobs[0].val_ids))
     return predictions
+
+
+# --- shapes with known metric values (the scoring and surface-distance tests share them) -------
+
+ANISO = (1.0, 0.44, 0.44)
+SPHERE_CENTRE = (20.0123, 17.6057, 17.6091)  # metrics.md §8: off-lattice, no ties at r²
+
+
+def box_pair(axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 10×20×20 box and the same box shifted by one voxel along ``axis``: (pred, ref)."""
+    ref = np.zeros((20, 40, 40), dtype=bool)
+    ref[5:15, 10:30, 10:30] = True
+    return np.roll(ref, 1, axis=axis), ref
+
+
+def sphere(radius: float, shape=(40, 80, 80), spacing=ANISO, centre=SPHERE_CENTRE) -> np.ndarray:
+    """A ball of ``radius`` mm around ``centre`` (mm) on a grid of ``spacing`` (z, y, x mm)."""
+    grids = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing)), indexing="ij")
+    return sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius**2

@@ -20,20 +20,8 @@ from avnbench.evaluation.surface import (
     nsd,
     surface_metrics,
 )
+from avnbench.testing import ANISO, SPHERE_CENTRE, box_pair, sphere
 
-ANISO = (1.0, 0.44, 0.44)
-SPHERE_CENTRE = (20.0123, 17.6057, 17.6091)  # metrics.md §8: off-lattice, no ties at r²
-
-
-def box_pair(axis: int) -> tuple[np.ndarray, np.ndarray]:
-    ref = np.zeros((20, 40, 40), dtype=bool)
-    ref[5:15, 10:30, 10:30] = True
-    return np.roll(ref, 1, axis=axis), ref
-
-
-def sphere(radius: float, shape=(40, 80, 80), spacing=ANISO, centre=SPHERE_CENTRE) -> np.ndarray:
-    grids = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing)), indexing="ij")
-    return sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius**2
 
 
 # ---- T1: shifted boxes, exact by hand; catches a transposed spacing -------------------------
