@@ -100,7 +100,7 @@ def test_trainer_never_sees_the_folds_validation_cases(trained):
         job = json.loads((Path(member["folder"]) / JOB_FILE).read_text())
         assert set(job["train"]) | set(job["val"]) <= set(folds[0].train)
         assert not set(job["train"]) & set(job["val"])
-        smoke = NnunetConfig.preset("smoke").schedule("2d" if "2d" in member["folder"] else "3d_fullres")
+        smoke = NnunetConfig.preset("smoke").schedule(member["configuration"])
         assert job["num_epochs"] == smoke.num_epochs
         assert job["num_iterations_per_epoch"] == smoke.num_iterations_per_epoch
     assert not (Path(trained["members"]["nnunet-2d"][0]["folder"]) / "checkpoint_best.pth").exists()
