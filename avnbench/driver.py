@@ -214,8 +214,9 @@ class _Driver:
         run = RunInfo(
             method=name, task=entry.card.task, classes=list(entry.card.classes) if entry.card.classes else None,
             plugin=entry.plugin, plugin_distribution=entry.distribution, plugin_version=entry.version,
-            preset=self.preset, config=plan.config, dataset_name=dataset.name,
-            dataset_fingerprint=dataset.fingerprint, dataset_synthetic=dataset.synthetic,
+            preset=self.preset, config=plan.config,
+            trains_on=list(entry.cls.Config.model_validate(plan.config).trains_on(entry.card)),
+            dataset_name=dataset.name, dataset_fingerprint=dataset.fingerprint, dataset_synthetic=dataset.synthetic,
             dataset_root=dataset.root.resolve(), split_sha256=split_meta.sha256, split_folds=split_meta.folds,
             split_seed=split_meta.seed, folds=plan.folds, reused_folds=[k for k, r in reusable.items() if r is not None],
             seed=self.seed, device=plan.device, run_key=plan.run_key, tracking_uri=self.tracking_uri,

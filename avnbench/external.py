@@ -133,11 +133,13 @@ def score_external(
         scratch_dir: the fold jobs' folders are ``<scratch_dir>/fold_<k>`` (the hooks may look
             for a job's files there; this function writes nothing): the command's output folder.
     """
+    from avnbench.evaluation.metrics import collect_metrics
     from avnbench.evaluation.scoring import score_folder
     from avnbench.evaluation.summaries import summarize_segmentation
 
     registry = registry or load_registry()
     check_name(name, registry)
+    metrics = collect_metrics(registry.pm)  # plugin metrics too, as for avnbench's own runs
     pred_dir = Path(pred_dir).resolve()
     dataset = load_dataset(dataset_dir)
     chosen, split_meta = select_folds(pred_dir, dataset, folds)
@@ -171,11 +173,11 @@ def score_external(
             result = FoldResult(**FoldInputs.of(job).model_dump(), rows=rows_by_fold[k], fit_seconds=0.0,
                                 predict_seconds=0.0, n_cases=len(job.val_ids), internal_val_ids=[])
             hook.avnbench_fold_started(run=run, job=job)
-            fold_summary = summarize_segmentation(rows_by_fold[k], n_bootstrap=0, seed=seed)
+            fold_summary = summarize_segmentation(rows_by_fold[k], n_bootstrap=0, seed=seed, metrics=metrics)
             # no fit_seconds/predict_seconds: avnbench did not time the outside method
             hook.avnbench_fold_finished(run=run, job=job, result=result, metrics=fold_summary.metrics, reused=False)
         rows = [row for k in fold_ids for row in rows_by_fold[k]]
-        summary = summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed)
+        summary = summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed, metrics=metrics)
         hook.avnbench_run_finished(run=run, rows=rows, summary=summary, metrics=summary.metrics)
     except BaseException as e:
         reason = f"{type(e).__name__}: {e}".strip().splitlines()[0]

@@ -23,6 +23,9 @@ from avnbench.errors import ConfigError
 
 Task = Literal["segmentation", "classification"]
 PRESETS = ("smoke", "quick", "paper")
+#: What a fit may read from the reference besides the images: the label maps ("masks"), the
+#: reference grades ("grades") or the reference-derived anatomical landmarks ("landmarks").
+TrainingInput = Literal["masks", "grades", "landmarks"]
 
 
 class MethodCard(BaseModel):
@@ -54,6 +57,19 @@ class MethodCard(BaseModel):
         description="classification only: the reference grade the classes are scored against "
         "(e.g. 'jic')",
     )
+    trains_on: tuple[TrainingInput, ...] = Field(
+        default=(),
+        description="what fit may read from the reference besides the images (masks, grades, "
+        "landmarks); empty: the task's own target (segmentation: masks, classification: grades). "
+        "A Config narrows it per setting with MethodConfig.trains_on",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_training_inputs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("trains_on"):
+            data = {**data, "trains_on": ("masks",) if data.get("task") == "segmentation" else ("grades",)}
+        return data
 
     @model_validator(mode="after")
     def _classes_for_classifiers(self) -> "MethodCard":
@@ -74,6 +90,12 @@ class MethodConfig(BaseModel):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}, "quick": {}, "paper": {}}
 
     seed: int = Field(default=0, description="random seed of everything the method draws")
+
+    def trains_on(self, card: "MethodCard") -> tuple[TrainingInput, ...]:
+        """What a fit with this configuration reads from the reference (default: the card's
+        ``trains_on``); override where a setting turns a kind of supervision on or off. Recorded
+        with every run, and what the leaderboard's row labels say."""
+        return card.trains_on
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "MethodConfig":

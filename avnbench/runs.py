@@ -26,6 +26,11 @@ class RunInfo(BaseModel):
     plugin_version: str | None = None
     preset: str
     config: dict[str, Any] = Field(description="the resolved method config (preset plus overrides)")
+    trains_on: list[str] = Field(
+        default_factory=list,
+        description="what the fit reads from the reference besides the images (masks, grades, "
+        "landmarks), as the method's config says; empty for outside predictions",
+    )
     dataset_name: str
     dataset_fingerprint: str
     dataset_synthetic: bool

@@ -10,18 +10,15 @@ import click
 
 from avnbench.cli import cli
 
-def _segmentation_rows():
+
+def _segmentation_rows(metrics):
     """Case metrics of the summary table, in registry order (each with its n and median/IQR)."""
-    from avnbench.evaluation.metrics import default_metrics
-
-    return [d for d in default_metrics().case_metrics("segmentation")]
+    return metrics.case_metrics("segmentation")
 
 
-def _agreement_rows():
+def _agreement_rows(metrics):
     """Scores over all cases (correlations, grade agreement) of the summary table."""
-    from avnbench.evaluation.metrics import default_metrics
-
-    return [d for d in default_metrics().for_task("segmentation")
+    return [d for d in metrics.for_task("segmentation")
             if d.aggregation == "statistic" and d.higher_is_better is not None]
 
 
@@ -72,12 +69,14 @@ def score(pred_dir: Path, dataset_dir: Path, name: str | None, fold_texts: tuple
         raise ConfigError("--case cannot be combined with --name or --fold; a run scores whole folds")
     if tracking_uri and not name:
         raise ConfigError("--tracking-uri logs a run, which needs its method name: pass --name")
-    registry = None
+    from avnbench.evaluation.metrics import collect_metrics
+    from avnbench.plugins import load_registry
+
+    registry = load_registry()
+    metrics = collect_metrics(registry.pm)  # plugin metrics are scored here too
     if name:
         from avnbench.external import check_name
-        from avnbench.plugins import load_registry
 
-        registry = load_registry()
         check_name(name, registry)  # before anything is read or written
     out_csv = out_csv or Path.cwd() / "scores" / (name or Path(pred_dir).resolve().name) / "scores.csv"
     if out_csv.suffix.lower() != ".csv":
@@ -111,7 +110,7 @@ def score(pred_dir: Path, dataset_dir: Path, name: str | None, fold_texts: tuple
             chosen, _ = select_folds(pred_dir, dataset, folds)
             case_ids = tuple(c for fold in chosen.values() for c in fold.val)
         rows = score_folder(pred_dir, dataset, list(case_ids) or None)
-        summary = summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed)
+        summary = summarize_segmentation(rows, n_bootstrap=n_bootstrap, seed=seed, metrics=metrics)
 
     make_folder(out_csv.parent, "--out")
     write_text_atomic(out_csv, pd.DataFrame(rows).to_csv(index=False))
@@ -139,7 +138,7 @@ def score(pred_dir: Path, dataset_dir: Path, name: str | None, fold_texts: tuple
             raise DataError(f"{plot_paths[0].parent}: cannot write the plots ({e.strerror or e}); "
                             "the disk may be full or the folder not writable") from None
 
-    console.print(_summary_table(summary.metrics, dataset.name, dataset.synthetic, len(rows)))
+    console.print(_summary_table(summary.metrics, dataset.name, dataset.synthetic, len(rows), metrics))
     for note in summary.notes:
         console.print(f"[dim]note: {note}[/dim]")
     console.print("written: " + ", ".join(str(p) for p in written))
@@ -166,7 +165,7 @@ def _parse_folds(texts: tuple[str, ...]) -> list[int] | None:
         raise ConfigError(f"--fold takes fold numbers like 0 or 0,2, not {' '.join(texts)!r}") from None
 
 
-def _summary_table(metrics: dict[str, float], dataset: str, synthetic: bool, n_cases: int):
+def _summary_table(metrics: dict[str, float], dataset: str, synthetic: bool, n_cases: int, registry):
     from rich.table import Table
 
     tag = " (SYNTHETIC PHANTOM, not clinical results)" if synthetic else ""
@@ -186,10 +185,10 @@ def _summary_table(metrics: dict[str, float], dataset: str, synthetic: bool, n_c
         n = str(int(metrics[name + "_n"])) if name + "_n" in metrics else ""
         return text, iqr, ci, n
 
-    for metric in _segmentation_rows():
+    for metric in _segmentation_rows(registry):
         if metric.name + "_n" in metrics:
             table.add_row(metric.title or metric.name, *fmt(metric.name))
-    for metric in _agreement_rows():
+    for metric in _agreement_rows(registry):
         cells = fmt(metric.name)
         if cells[0] != "–":
             table.add_row(metric.title or metric.name, *cells)

@@ -28,15 +28,21 @@ from avnbench.cli import cli
 ML_WORKFLOW = "workflowType=machine_learning"
 VIEW_KEY = "avnbench-headline"
 VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
-# Shown as columns when the experiment has them.
-HEADLINE_METRICS = ("dice_necrosis", "dice_vital", "dice_head", "nsd1mm_necrosis", "hd95_necrosis_mm",
-                    "necrosis_cm3_mae", "steinberg_accuracy", "jic_accuracy", "jic_kappa_linear",
-                    "fit_seconds", "predict_seconds_per_case")
 HEADLINE_PARAMS = ("method", "preset", "folds")
 # Newest first: the UI nests fold runs under their parent only when sorted by start time.
 ORDER_BY = "attributes.start_time"
 STOP_GRACE_S = 10.0  # SIGTERM → SIGKILL, seconds
 STARTUP_TIMEOUT_S = 120.0
+
+
+def headline_metrics() -> list[str]:
+    """The runs table's metric columns: the leaderboard's ranked metrics (primary first), then
+    the registry's other headline metrics (installed plugins' included)."""
+    from avnbench.evaluation.metrics import collect_metrics
+    from avnbench.plugins import load_registry
+
+    registry = collect_metrics(load_registry().pm)
+    return list(dict.fromkeys(d.name for d in registry.ranked() + registry.headline() if "{class}" not in d.name))
 
 
 def runs_url(base: str, experiment_id: str | None, view_key: str | None = None) -> str:
@@ -55,7 +61,7 @@ def _column(kind: str, key: str) -> str:
 def headline_view(metric_keys: set[str]) -> dict:
     """The runs table's shared view state: the Source and Dataset columns, the run's method, preset
     and folds, and the headline metrics among ``metric_keys``; newest run first."""
-    metrics = [m for m in HEADLINE_METRICS if m in metric_keys]
+    metrics = [m for m in headline_metrics() if m in metric_keys]
     return {
         "searchFilter": "",
         "orderByKey": ORDER_BY,
@@ -162,7 +168,11 @@ def stop_server(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
 def ui(tracking_uri: str | None, host: str, port: int, experiment: str | None, browser: bool) -> None:
     """Open MLflow's UI on the avnbench tracking store, on the runs of an experiment."""
     from avnbench.cli.display import console
-    from avnbench.reporting.tracking import artifact_root_for, client_for, default_tracking_uri
+    from avnbench.reporting.tracking import (
+        artifact_root_for,
+        client_for,
+        default_tracking_uri,
+    )
 
     uri = tracking_uri or default_tracking_uri()
     client = client_for(uri)

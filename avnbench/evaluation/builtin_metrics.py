@@ -36,6 +36,8 @@ def _label_metrics() -> list[MetricDef]:
              "hd95": {"vital", "necrosis"}, "nsd1mm": {"vital", "necrosis"}}
     headline = {"dice": {"vital", "necrosis", "head"}, "assd": {"vital", "necrosis"},
                 "hd95": {"necrosis"}, "nsd1mm": set()}
+    # the leaderboard ranks by these, the first being its primary ranking
+    board_rank = {("dice", "necrosis"): 1, ("dice", "vital"): 2, ("assd", "necrosis"): 3}
     for kind, title, unit, higher, cases, doc in (
         ("dice", "Dice", "", True, "not_both_empty",
          "Dice 2|P∩R|/(|P|+|R|); 0 when one mask is empty"),
@@ -53,7 +55,7 @@ def _label_metrics() -> list[MetricDef]:
                 name=name, doc=f"{doc} ({label})", aggregation="mean", unit=unit, label=label,
                 higher_is_better=higher, title=column_title, headline=label in headline[kind],
                 table="segmentation" if label in shown[kind] else None, interval=True,
-                column=name, cases=cases,
+                column=name, cases=cases, board_rank=board_rank.get((kind, label)),
             ))
     for kind in ("assd", "hd95"):
         for label in LABEL_SETS:

@@ -67,6 +67,10 @@ class MetricDef(BaseModel):
     table: Literal["segmentation", "grading", "cost"] | None = Field(
         None, description="leaderboard table that shows it (None: csv and MLflow only)"
     )
+    board_rank: int | None = Field(
+        None, ge=1, description="position among the leaderboard's ranked metrics (1: the primary "
+        "ranking; ranked metrics get bootstrap rank intervals and pairwise tests); None: not ranked"
+    )
     tasks: tuple[Task, ...] = ("segmentation",)
     interval: bool = Field(False, description="bootstrap 95 % CI (_ci_low/_ci_high)")
     column: str | None = Field(None, description="per-case row column of a case metric")
@@ -85,6 +89,8 @@ class MetricDef(BaseModel):
             raise ValueError(f"metric {self.name!r}: a case metric needs a column or compute, not both")
         if not is_case and (self.column is not None or self.compute is not None):
             raise ValueError(f"metric {self.name!r}: only mean/rate metrics have per-case values")
+        if self.board_rank is not None and (not is_case or self.higher_is_better is None or self.table is None):
+            raise ValueError(f"metric {self.name!r}: a ranked metric needs per-case values, a direction and a table")
         if self.cases in ("not_both_empty", "both_nonempty") and self.label is None:
             raise ValueError(f"metric {self.name!r}: cases={self.cases!r} needs a label set")
         return self
@@ -156,6 +162,10 @@ class MetricRegistry:
     def table(self, name: str) -> list[MetricDef]:
         """The columns of one leaderboard table ("segmentation", "grading", "cost")."""
         return [d for d in self if d.table == name]
+
+    def ranked(self) -> list[MetricDef]:
+        """The leaderboard's ranked metrics, primary first (``board_rank`` order)."""
+        return sorted((d for d in self if d.board_rank is not None), key=lambda d: d.board_rank)
 
     def describe(self, key: str) -> tuple[MetricDef, str] | None:
         """The definition and suffix ("", "_sd", "_ci_low", …) of a summary key, or None."""
@@ -289,7 +299,8 @@ def markdown_table(registry: MetricRegistry | None = None) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for d in registry:
         better = {True: "higher", False: "lower", None: ""}[d.higher_is_better]
-        shown = ", ".join(filter(None, ["headline" if d.headline else "", d.table or ""]))
+        ranked = f"ranked #{d.board_rank}" if d.board_rank else ""
+        shown = ", ".join(filter(None, ["headline" if d.headline else "", d.table or "", ranked]))
         lines.append(
             f"| `{d.name}` | {d.unit} | {d.label or ''} | {better} | {d.aggregation} | "
             f"{'yes' if d.interval else ''} | {shown} | {d.doc.replace('|', chr(92) + '|')} |"

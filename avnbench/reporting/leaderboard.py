@@ -20,10 +20,10 @@ from avnbench.reporting.leaderboard_analysis import (  # noqa: F401  (re-exporte
     GRADE_SYSTEMS,
     LESION_FREE_NOTE,
     N_BOOTSTRAP,
-    SEGMENTATION_METRICS,
     BoardAnalysis,
     BoardMetric,
     analyse,
+    board_metrics,
     display_names,
 )
 from avnbench.reporting.leaderboard_rows import Board, BoardRow, collect_boards
@@ -270,8 +270,10 @@ def readme_text(analysis: BoardAnalysis) -> str:
     md = [f"# Leaderboard: {board.dataset}", "", _wrap(banner(board)), "",
           "Open index.html for every column, the figures and the links to the MLflow runs; leaderboard.csv has all numbers.",
           ""]
-    md += ["## Segmentation", "", _wrap("rank: by Dice necrosis [95 % interval]; n: hips/patients; ASSD over hips where "
-                                       "both masks hold necrosis."), ""]
+    primary = analysis.primary.metric.title if analysis.primary else "the first metric"
+    notes = [f"{m.metric.title} {m.metric.note}" for m in analysis.metrics if m.metric.headline and m.metric.note]
+    md += ["## Segmentation", "", _wrap(f"rank: by {primary} [95 % interval]; n: hips/patients"
+                                       + "".join(f"; {n}" for n in notes) + "."), ""]
     md += [_markdown(tables["segmentation"]) if not tables["segmentation"].empty else "no compared segmentation runs", ""]
     md += ["## Grading on the same hips: segmentation-derived and classifier grades", ""]
     md += [_markdown(grading) if not grading.empty else "no graded runs", ""]

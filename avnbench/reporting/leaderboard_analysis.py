@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from avnbench.evaluation.metrics import MetricRegistry, default_metrics
+from avnbench.evaluation.metrics import case_values as metric_case_values
 from avnbench.reporting.leaderboard_rows import Board, BoardRow
 from avnbench.reporting.ranking import (
     CaseValues,
@@ -38,18 +40,28 @@ class BoardMetric:
     note: str = ""
 
 
-SEGMENTATION_METRICS: list[BoardMetric] = [
-    BoardMetric("dice_necrosis", "Dice necrosis", True, ranked=True, headline=True),
-    BoardMetric("dice_vital", "Dice vital", True, ranked=True, headline=True),
-    BoardMetric("assd_necrosis_mm_nonempty", "ASSD necrosis (mm)", False, ranked=True, headline=True,
-                note="over hips where both masks hold necrosis"),
-    BoardMetric("dice_head", "Dice head", True),
-    BoardMetric("nsd1mm_necrosis", "NSD@1mm necrosis", True),
-    BoardMetric("hd95_necrosis_mm_nonempty", "HD95 necrosis (mm)", False, note="over hips where both masks hold necrosis"),
-    BoardMetric("assd_vital_mm_nonempty", "ASSD vital (mm)", False, note="over hips where both masks are non-empty"),
-    BoardMetric("necrosis_abs_error_cm3", "necrosis volume error (cm³)", False, note="absolute, per hip"),
-    BoardMetric("necrosis_fp_cm3", "false-positive necrosis (cm³)", False, note="on lesion-free hips"),
-]
+#: What a metric's case selection means, said under its column.
+_CASES_NOTE = {
+    "both_nonempty": "over hips where both masks hold {label}",
+    "lesion_free": "on lesion-free hips",
+    "not_both_empty": "",
+    "all": "",
+}
+
+
+def board_metrics(metrics: MetricRegistry | None = None) -> list[BoardMetric]:
+    """The segmentation table's per-case metrics, from the metric registry (plugin metrics
+    included when ``metrics`` is :func:`collect_metrics`'s): ranked ones first, primary first."""
+    metrics = metrics or default_metrics()
+    defs = [d for d in metrics.table("segmentation") if d.is_case_metric and d.higher_is_better is not None]
+    defs = metrics.ranked() + [d for d in defs if d.board_rank is None]
+    return [
+        BoardMetric(d.name, d.title or d.name, bool(d.higher_is_better), ranked=d.board_rank is not None,
+                    headline=d.board_rank is not None, note=_CASES_NOTE[d.cases].format(label=d.label))
+        for d in defs
+    ]
+
+
 COST_COLUMNS: list[tuple[str, str]] = [("fit_seconds", "fit (s/fold)"), ("predict_seconds_per_case", "predict (s/case)")]
 #: The grade systems and their classes, mildest first; "none" (no lesion) sits below them.
 GRADE_SYSTEMS: dict[str, tuple[str, ...]] = {"jic": ("A", "B", "C1", "C2"), "steinberg": ("A", "B", "C")}
@@ -62,21 +74,15 @@ LESION_FREE_NOTE = (
 )
 
 
-def derived_case_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the board's per-case columns: distances over non-empty pairs, volume errors."""
-    frame = frame.copy()
-    for label in ("vital", "necrosis", "head"):
-        state = frame.get(f"empty_{label}")
-        for name in (f"assd_{label}_mm", f"hd95_{label}_mm"):
-            if name in frame.columns and state is not None:
-                values = pd.to_numeric(frame[name], errors="coerce")
-                frame[f"{name}_nonempty"] = values.where(state.astype(str) == "none")
-    if {"necrosis_cm3_ref", "necrosis_cm3_pred"} <= set(frame.columns):
-        ref = pd.to_numeric(frame["necrosis_cm3_ref"], errors="coerce")
-        pred = pd.to_numeric(frame["necrosis_cm3_pred"], errors="coerce")
-        frame["necrosis_abs_error_cm3"] = (pred - ref).abs()
-        frame["necrosis_fp_cm3"] = pred.where(ref == 0)
-    return frame
+def board_case_columns(frame: pd.DataFrame, metrics: MetricRegistry | None = None) -> pd.DataFrame:
+    """The per-case table with each board metric's value under its name, NaN where the metric's
+    case selection leaves the hip out (e.g. distances where one mask is empty)."""
+    metrics = metrics or default_metrics()
+    out = frame.copy()
+    values = {m.key: metric_case_values(metrics[m.key], frame)[0] for m in board_metrics(metrics)}
+    for key, column in values.items():
+        out[key] = column
+    return out
 
 
 def grade_columns(frame: pd.DataFrame, system: str) -> pd.DataFrame:
@@ -213,12 +219,16 @@ def _grade_result(system: str, rows: list[BoardRow], names: dict[str, str], n_bo
     return result
 
 
-def analyse(board: Board, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> BoardAnalysis:
-    """Rank, test and summarise the board's compared rows from their per-case tables."""
+def analyse(board: Board, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0,
+            metrics: MetricRegistry | None = None) -> BoardAnalysis:
+    """Rank, test and summarise the board's compared rows from their per-case tables, over the
+    metrics of ``metrics`` (default: the board's own, i.e. built-in plus installed plugins')."""
+    metrics = metrics or board.metrics
     names = display_names(board.rows)
     compared = board.compared
     segmentation = [r for r in compared if r.task == "segmentation"]
-    tables = {names[r.run_id]: derived_case_columns(r.case_frame) for r in segmentation if r.cases}
-    metrics = [_metric_result(m, tables, n_bootstrap, seed) for m in SEGMENTATION_METRICS] if tables else []
+    tables = {names[r.run_id]: board_case_columns(r.case_frame, metrics) for r in segmentation if r.cases}
+    metrics_shown = board_metrics(metrics)
+    metrics = [_metric_result(m, tables, n_bootstrap, seed) for m in metrics_shown] if tables else []
     grades = [g for s in GRADE_SYSTEMS if (g := _grade_result(s, compared, names, n_bootstrap, seed)) is not None]
     return BoardAnalysis(board, names, segmentation, metrics, grades, n_bootstrap)

@@ -13,15 +13,12 @@ import tempfile
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from avnbench.reporting.tracking import PARENT_TAG, client_for
 
 #: What ``avnbench ui`` serves for a local (e.g. SQLite) store.
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
-#: Config params that, when non-zero/true, mean a classifier is trained on reference masks as well
-#: as grades. Used only when the method's card does not say it itself (a ``trains_on`` field).
-MASK_SUPERVISION_PARAMS = ("config.lesion_guidance_weight",)
 
 
 class BoardRow(BaseModel):
@@ -49,6 +46,7 @@ class BoardRow(BaseModel):
     predicts: str | None = None
     uses_landmarks: bool | None = None
     trains_on_masks: bool | None = None
+    trains_on: list[str] = Field(default_factory=list, description="what its fit read from the reference")
     builds_on: list[str] = Field(default_factory=list)
     not_compared: str = Field(default="", description="why the row is outside the main comparison")
     cases: list[dict[str, Any]] = Field(default_factory=list, repr=False)
@@ -106,6 +104,15 @@ class Board(BaseModel):
     rows: list[BoardRow]
     tracking_uri: str = ""
     ui_url: str = DEFAULT_UI_URL
+    _metrics: Any = PrivateAttr(default=None)
+
+    @property
+    def metrics(self):
+        """The metric registry the board is computed over: built-in metrics plus those of the
+        plugins installed when it was collected."""
+        from avnbench.evaluation.metrics import default_metrics
+
+        return self._metrics if self._metrics is not None else default_metrics()
 
     @property
     def compared(self) -> list[BoardRow]:
@@ -131,26 +138,17 @@ def _card_facts(method: str, params: dict[str, str], registry) -> dict[str, Any]
     if registry is None or method not in registry.methods:
         return {}
     card = registry.methods[method].card
-    trains_on = getattr(card, "trains_on", None)
-    if trains_on is not None:
-        masks = any("mask" in str(t) or "segment" in str(t) for t in trains_on)
-    else:
-        masks = card.task == "segmentation" or any(_truthy(params.get(p)) for p in MASK_SUPERVISION_PARAMS)
+    # what the run recorded its config trained on; runs logged before that field: the card's
+    trains_on = params.get("trains_on")
+    inputs = trains_on.split(",") if trains_on else list(card.trains_on)
+    masks = "masks" in inputs
     return {
         "predicts": card.predicts,
         "uses_landmarks": card.uses_landmarks,
         "trains_on_masks": masks,
+        "trains_on": inputs,
         "builds_on": list(card.builds_on),
     }
-
-
-def _truthy(value: str | None) -> bool:
-    if value is None:
-        return False
-    try:
-        return float(value) != 0
-    except ValueError:
-        return value.strip().lower() in ("true", "yes")
 
 
 def _read_cases(client, run_id: str) -> list[dict[str, Any]]:
@@ -220,10 +218,12 @@ def collect_boards(tracking_uri: str, registry=None) -> list[Board]:
 
     ``registry`` (default: the installed plugins) supplies the method cards the row labels quote.
     """
+    from avnbench.evaluation.metrics import collect_metrics
     from avnbench.plugins import load_registry
 
     if registry is None:
         registry = load_registry()
+    metrics = collect_metrics(getattr(registry, "pm", None))
     client = client_for(tracking_uri)
     boards = []
     for exp in client.search_experiments():
@@ -241,6 +241,8 @@ def collect_boards(tracking_uri: str, registry=None) -> list[Board]:
         rows = sorted((_row(run, client, registry) for run in latest.values()), key=lambda r: (r.method, r.preset, r.folds, -r.start_time_ms))
         mark_comparable(rows)
         synthetic = any(r.params.get("dataset_synthetic") == "True" for r in rows)
-        boards.append(Board(dataset=exp.name, synthetic=synthetic, rows=rows, tracking_uri=tracking_uri,
-                            ui_url=ui_url_for(tracking_uri)))
+        board = Board(dataset=exp.name, synthetic=synthetic, rows=rows, tracking_uri=tracking_uri,
+                      ui_url=ui_url_for(tracking_uri))
+        board._metrics = metrics
+        boards.append(board)
     return boards

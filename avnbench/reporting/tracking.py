@@ -171,6 +171,7 @@ class TrackedRun:
             "split_seed": str(run.split_seed),
             "folds": ",".join(map(str, run.folds)),
             "seed": str(run.seed),
+            "trains_on": ",".join(run.trains_on) or "nothing (outside predictions)",
             "device": run.device,
         }
         flatten_params("config", run.config, params)

@@ -103,7 +103,7 @@ def test_ranks_n_and_iqr_come_from_the_per_case_tables(board, written):
     # the headline ASSD leaves out one-empty hips (their penalty is the image diagonal)
     both = frame["empty_necrosis"] == "none"
     assd = pd.to_numeric(frame.loc[both, "assd_necrosis_mm"])
-    assert seg.loc["quick", "assd_necrosis_mm_nonempty.mean"] == pytest.approx(assd.mean())
+    assert seg.loc["quick", "assd_necrosis_mm.mean"] == pytest.approx(assd.mean())
     assert "dice_necrosis" in csv.columns  # the run's own logged metrics stay
 
 
@@ -115,8 +115,24 @@ def test_grading_compares_the_same_hips_and_says_what_the_card_says(board):
     assert len(set(sizes.values())) == 1  # the same lesion hips for all
     classifier = next(r for r in board.compared if r.method == "jic-classifier")
     assert classifier.grade_source() == "JIC classifier, trained on necrosis masks too, uses landmarks"
+    # what the run's config trained on is recorded with the run, and the row reads it from there
+    assert classifier.params["trains_on"] == "grades,masks,landmarks" == ",".join(classifier.trains_on)
+    baseline = next(r for r in board.compared if r.method == "threshold-baseline")
+    assert baseline.params["trains_on"] == "masks"
     steinberg = next(g for g in analysis.grades if g.system == "steinberg")
     assert "jic-classifier (smoke)" not in steinberg.names  # its card predicts JIC only
+
+
+def test_a_setting_that_turns_mask_supervision_off_shows_in_the_row_label():
+    from avnbench.plugins import load_registry
+    from avnbench.reporting.leaderboard_rows import _card_facts
+
+    entry = load_registry().methods["jic-classifier"]
+    paper = entry.cls.Config.preset("paper")
+    assert paper.trains_on(entry.card) == ("grades", "landmarks")
+    facts = _card_facts("jic-classifier", {"trains_on": ",".join(paper.trains_on(entry.card))}, load_registry())
+    row = _row(method="jic-classifier", task="classification", **facts)
+    assert row.grade_source() == "JIC classifier, uses landmarks"
 
 
 def test_readme_is_readable_in_120_columns(board):
@@ -257,3 +273,24 @@ def test_a_board_of_classifiers_only_still_renders(board, tmp_path):
     only = board.model_copy(update={"rows": [r for r in board.rows if r.task == "classification"]})
     page = write_board(only, tmp_path, n_bootstrap=N_BOOT)[0].read_text(encoding="utf-8")
     assert "No compared segmentation runs." in page and "JIC classifier" in page
+
+
+def test_a_plugin_metric_in_the_registry_becomes_a_board_column(board):
+    from avnbench.evaluation.metrics import MetricDef, default_metrics
+
+    metrics = default_metrics()
+    metrics.register(MetricDef(
+        name="necrosis_overcall_cm3", doc="predicted minus reference necrosis (cm³)", aggregation="mean",
+        unit="cm³", label="necrosis", higher_is_better=False, title="overcall (cm³)", table="segmentation",
+        compute=lambda row: float(row["necrosis_cm3_pred"]) - float(row["necrosis_cm3_ref"]),
+    ), plugin="test-plugin")
+    analysis = analyse(board, N_BOOT, metrics=metrics)
+    result = analysis.metric("necrosis_overcall_cm3")
+    assert result is not None and result.metric.title == "overcall (cm³)" and not result.metric.ranked
+    row = next(r for r in board.compared if r.preset == "quick")
+    frame = row.case_frame
+    expected = (pd.to_numeric(frame["necrosis_cm3_pred"]) - pd.to_numeric(frame["necrosis_cm3_ref"])).mean()
+    assert result.summary(analysis.name(row))["mean"] == pytest.approx(expected)
+    # the ranked metrics and their order are the registry's
+    assert [m.metric.key for m in analysis.metrics if m.metric.ranked] == [d.name for d in metrics.ranked()]
+    assert analysis.primary.metric.key == "dice_necrosis"

@@ -87,6 +87,12 @@ class JicClassifierConfig(TorchMethodConfig):
         default=True, description="write a slice + heat map overlay PNG per predicted case"
     )
 
+    def trains_on(self, card):
+        """Grades and landmarks always (the slice plane comes from the landmarks); the necrosis
+        masks too when the lesion loss or the shifted planes (graded on their own labels) are on."""
+        masks = self.lesion_guidance_weight > 0 or self.plane_jitter_mm > 0
+        return ("grades", "masks", "landmarks") if masks else ("grades", "landmarks")
+
     @model_validator(mode="after")
     def _extent_needs_positions(self) -> "JicClassifierConfig":
         if self.head == "lesion_extent" and not self.position_channels:

@@ -91,6 +91,7 @@ class JicClassifier(Method):
         reference="https://doi.org/10.1016/j.arth.2023.08.018",
         predicts="jic",
         uses_landmarks=True,  # the slice plane and the position channels come from them
+        trains_on=("grades", "masks", "landmarks"),
     )
     Config = JicClassifierConfig
 
