@@ -59,13 +59,64 @@ def report(dataset) -> None:
     print(f"kept near a grade threshold (every re-draw failed): {ambiguous}")
 
 
+def medial_reach(n_cases: int, seed: int, shape) -> None:
+    """Can JIC type A occur inside the clinical ranges? For every lesion hip of the plan, the
+    most medial lesion they allow (the smallest Steinberg-A size, tilted the full 15° medially,
+    the narrowest medio-lateral shape, at 10/20/30° anterior tilt and two depths) is labelled
+    and graded; prints how far its x_lat stays lateral of x1 (type A needs x_lat <= x1 - 1 mm)."""
+    import dataclasses
+
+    import numpy as np
+
+    from avnbench.data.phantom.anatomy import draw_anatomy, place_case
+    from avnbench.data.phantom.lesion import (
+        LATERAL_TILT_DEG, MEDIOLATERAL_SEMI, draw_lesion_shape, draw_roughening, label_map, make_lesion,
+    )
+    from avnbench.data.phantom.plan import STEINBERG_PERCENT_RANGE, case_streams, draw_side, plan_case
+    from avnbench.data.phantom.synth import case_meta
+    from avnbench.evaluation import grading
+
+    percent = STEINBERG_PERCENT_RANGE["A"][0]
+    gaps = []
+    for i in range(n_cases):
+        plan = plan_case(i)
+        if plan.steinberg is None:
+            continue
+        rng, patient_rng = case_streams(plan, seed)
+        anatomy = draw_anatomy(rng, patient_rng, draw_side(plan, patient_rng))
+        frame = place_case(anatomy, shape, rng)
+        noise = draw_roughening(rng, frame.head_grid)
+        meta = case_meta(plan, frame)
+        x1 = grading.jic_boundaries_mm(meta)[1]
+        base = draw_lesion_shape(rng, dataclasses.replace(plan, steinberg="A", stage="I"), percent)
+        best = np.inf
+        for beta_anterior in (10.0, 20.0, 30.0):
+            for depth in (0.85, 1.0):
+                shape_ = dataclasses.replace(
+                    base, beta_lateral=LATERAL_TILT_DEG["A"][0], beta_anterior=beta_anterior, depth=depth,
+                    semi=np.array([0.65, MEDIOLATERAL_SEMI[0][0], 1.15]))
+                m = grading.grade_labels(label_map(frame, make_lesion(anatomy.radius, shape_), noise, percent), meta)
+                if m["jic_x_lat_mm"] is not None:
+                    best = min(best, m["jic_x_lat_mm"])
+        gaps.append(best - x1)
+    gaps = np.asarray(gaps)
+    print(f"most medial in-range lesion ({percent:g} % of the head, {LATERAL_TILT_DEG['A'][0]:g}° medial): "
+          f"x_lat - x1 = {gaps.min():.1f}…{gaps.max():.1f} mm (median {np.median(gaps):.1f}) over {gaps.size} "
+          f"hips; JIC A (x_lat <= x1 - 1 mm) possible in {(gaps <= -1.0).sum()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="measure this dataset instead of synthesising one")
+    parser.add_argument("--medial-reach", action="store_true",
+                        help="only measure whether JIC type A can occur within the clinical lesion directions")
     args = parser.parse_args()
+    if args.medial_reach:
+        medial_reach(args.cases, args.seed, tuple(args.shape))
+        return
     if args.data is not None:
         report(load_dataset(args.data))
         return

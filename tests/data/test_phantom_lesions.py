@@ -10,7 +10,13 @@ from avnbench.data.dataset import CaseMeta, Geometry, Landmarks, PatientAxes
 from avnbench.data.phantom import generate_case, plan_case
 from avnbench.data.phantom.acquisition import ramp
 from avnbench.data.phantom.anatomy import HipTissues, draw_anatomy, place_case
-from avnbench.data.phantom.difficulty import lesion_tilt_deg, oracle_dice, oracle_by_group, measure_case, tilt_in_window
+from avnbench.data.phantom.difficulty import (
+    lesion_tilt_deg,
+    measure_case,
+    oracle_by_group,
+    oracle_dice,
+    tilt_in_window,
+)
 from avnbench.data.phantom.lesion import (
     ANTERIOR_TILT_DEG,
     draw_lesion_shape,
@@ -69,7 +75,7 @@ def test_the_plan_sets_no_jic_type():
 
 
 def test_jic_type_follows_the_lesion_position_and_the_acetabular_edge():
-    plan, frame, noise, placement, rng = placed(0)
+    plan, frame, noise, _placement, rng = placed(0)
     meta = case_meta(plan, frame)
     shape = dataclasses.replace(draw_lesion_shape(rng, plan, 6.0), beta_anterior=10.0, depth=0.95,
                                 semi=np.array([0.65, 0.3, 1.1]), collapse_mm=0.0)
@@ -106,7 +112,7 @@ def _paint(lesion, frame, noise, seed=1):
 
 @pytest.fixture(scope="module")
 def lesion_case():
-    plan, frame, noise, placement, _ = placed(2, shape=(80, 160, 160))  # Steinberg C: a large lesion
+    _plan, frame, noise, placement, _ = placed(2, shape=(80, 160, 160))  # Steinberg C: a large lesion
     return frame, noise, placement
 
 

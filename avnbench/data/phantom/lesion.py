@@ -177,7 +177,7 @@ def draw_roughening(rng: np.random.Generator, head_grid: Grid) -> np.ndarray:
 
 def _scale_at_percent(t: np.ndarray, target_percent: float) -> float:
     """The quantile of ``t`` below which ``target_percent`` % of the values lie (at least one)."""
-    k = min(max(int(round(target_percent / 100.0 * t.size)), 1), t.size - 1)
+    k = min(max(round(target_percent / 100.0 * t.size), 1), t.size - 1)
     return float(np.partition(t, k - 1)[k - 1])
 
 
