@@ -62,9 +62,10 @@ def paint_lesion_signal(signal: np.ndarray, frame: CaseFrame, lesion: Lesion, no
     """Paint the oedema (if the lesion has it) and the lesion into ``signal`` (in place, the
     frame's full grid). ``p`` are the full grid's patient coordinates (mm), ``noise`` the
     lesion-roughening field over the head box, ``head_fraction``/``inside_bone`` the head-marrow
-    and bone-interior partial-volume fractions, ``stage`` the planned ARCO stage (only a
-    collapse's fracture line depends on it, through ``lesion.collapse_mm``)."""
-    del stage  # difficulty is drawn with the lesion, never from the stage itself
+    and bone-interior partial-volume fractions. ``stage`` (the planned ARCO stage) is part of
+    the interface but unused: what depends on it (Mitchell class, oedema, collapse depth) was
+    drawn with the lesion, and nothing else about its look may follow the stage."""
+    del stage
     if lesion.edema:
         _paint_edema(signal, frame, lesion, p, inside_bone, rng, to_domain)
     _paint_lesion(signal, frame, lesion, noise, p, tissue.head, head_fraction, rng, to_domain)
