@@ -89,8 +89,10 @@ def test_grade_mix_over_twelve_half_resolution_cases(mix):
     metas = [c.meta for c in mix.cases]
     steinberg = Counter(m.steinberg for m in metas)
     assert all(steinberg[g] >= 3 for g in "ABC") and steinberg[None] >= 1
+    # JIC types follow from where the lesion lies (not cycled); type A needs lesions more medial
+    # than clinical.md §7.3 allows (docs/phantom.md, "Lesion"), the others occur in 12 cases
     jic = Counter(m.jic for m in metas)
-    assert all(jic[t] >= 1 for t in ("A", "B", "C1", "C2"))
+    assert all(jic[t] >= 1 for t in ("B", "C1", "C2"))
     arco = Counter(m.arco for m in metas)
     assert all(arco[s] >= 1 for s in ("I", "II", "IIIA", "IIIB"))
     assert sum(m.measurements["ambiguity"] is not None for m in metas) <= 2

@@ -15,7 +15,8 @@ from scipy import ndimage
 
 from avnbench.data.phantom.anatomy import CaseFrame, HipTissues
 from avnbench.data.phantom.grid import smooth_field
-from avnbench.data.phantom.lesion import Lesion, lesion_t
+from avnbench.data.phantom.lesion import Lesion
+from avnbench.data.phantom.lesion_signal import paint_lesion_signal
 
 
 def ramp(sdf: np.ndarray, width: float) -> np.ndarray:
@@ -83,60 +84,13 @@ def render_image(frame: CaseFrame, lesion: Lesion | None, noise: np.ndarray, sta
     inside_bone = ramp(tissue.bone_interior(), w)
     paint(signal, dark * 2.0, ramp(np.abs(tissue.cut) - rng.uniform(0.25, 0.45), w) * inside_bone)
 
-    if lesion is not None and lesion.collapse_mm > 0:
-        # bone-marrow edema with collapse: smooth low-T1 signal in the head and neck marrow,
-        # fading with distance from the lesion (vital bone: label 1 in the head)
-        cx, cy, cz = (float(v) for v in lesion.center)
-        reach = float(lesion.scale * np.exp(np.mean(np.log(lesion.semi))))
-        dist = np.sqrt((p[0] - cx) ** 2 + (p[1] - cy) ** 2 + (p[2] - cz) ** 2) - reach
-        np.maximum(dist, 0.0, out=dist)
-        edema = np.exp(dist * np.float32(-1.0 / rng.uniform(8.0, 15.0)))
-        edema *= inside_bone * np.float32(rng.uniform(0.3, 0.55))
-        signal *= 1.0 - edema
     if lesion is not None:
-        _paint_lesion(signal, frame, lesion, noise, stage, p, tissue.head, head_fraction, rng)
+        paint_lesion_signal(signal, frame, lesion, noise, stage, p, tissue, head_fraction, inside_bone,
+                            rng, lambda v: v)
 
     # texture, then acquisition: k-space truncation, slice profile, bias field, Rician noise
     signal *= 1.0 + rng.uniform(0.03, 0.08) * rng.standard_normal(frame.shape, dtype=np.float32)
     return acquire(signal, frame.spacing, rng)
-
-
-def _paint_lesion(signal, frame: CaseFrame, lesion: Lesion, noise, stage, p, head_sdf, head_fraction,
-                  rng: np.random.Generator) -> None:
-    """Paint the lesion into ``signal`` within the head box: Mitchell-class centre, the reactive
-    (or double-line) band, patchy sclerosis, and the subchondral fracture line of a collapse."""
-    w = frame.width
-    box = frame.head_grid.slices
-    t = lesion_t(tuple(c[box] for c in p), lesion, noise)
-    # t is a normalised radius: convert to an approximate distance in mm
-    phi = (t - lesion.scale) * float(np.exp(np.mean(np.log(lesion.semi))))
-    inside = ramp(phi, w) * head_fraction[box]
-    sig = signal[box]
-    centre = {"A": rng.uniform(0.85, 1.05), "B": rng.uniform(0.9, 1.1),
-              "C": rng.uniform(0.25, 0.45), "D": rng.uniform(0.10, 0.25)}[lesion.mitchell]
-    paint(sig, centre, inside)
-    band_value = rng.uniform(0.10, 0.35)
-    if lesion.double_band:
-        outer = ramp(np.abs(phi + 0.35) - 0.35, w)
-        inner_line = ramp(np.abs(phi + lesion.band_mm - 0.35) - 0.35, w)
-        paint(sig, band_value, np.maximum(outer, inner_line) * head_fraction[box])
-    else:
-        half = lesion.band_mm / 2.0
-        paint(sig, band_value, ramp(np.abs(phi + half) - half, w) * head_fraction[box])
-    if rng.random() < (0.6 if stage == "II" else 0.3):
-        # patchy sclerosis: small dark blobs inside the lesion
-        pts = np.stack([c[box] for c in p], -1)
-        lesion_pts = pts[(phi < -1.5) & (head_fraction[box] > 0.5)]
-        if len(lesion_pts):
-            for _ in range(int(rng.integers(2, 6))):
-                b = lesion_pts[rng.integers(len(lesion_pts))]
-                blob = np.sqrt(((pts - b) ** 2).sum(-1)) - rng.uniform(0.5, 2.0)
-                paint(sig, rng.uniform(0.1, 0.3), ramp(blob, w) * inside)
-    if lesion.collapse_mm > 0:
-        depth = rng.uniform(1.5, 3.0)
-        line = ramp(np.abs(head_sdf[box] + depth) - rng.uniform(0.3, 0.5), w)
-        paint(sig, rng.uniform(0.10, 0.30), line * inside)
-    signal[box] = sig
 
 
 def acquire(signal: np.ndarray, spacing: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
