@@ -1,8 +1,10 @@
 """Leaderboard rows read from MLflow, and which of them can be compared.
 
 A row is one finished parent run, identified by method, preset, plugin version, dataset
-fingerprint, split hash and fold set (the latest finished run of each identity is kept). Rows are
-comparable only on the same dataset fingerprint, split hash and fold set: the board's main
+fingerprint, split hash, fold set and test dataset (``--test-data``; none for validation folds; the
+latest finished run of each identity is kept). Rows are comparable only on the same dataset
+fingerprint, split hash, fold set and test dataset (test runs have experiments, hence boards, of
+their own, ``<train>--test-<test>``, so they meet validation rows only if put there by hand): the board's main
 comparison is the comparable group with the most methods (then the most hips, then the most
 recent run); every other row is listed apart, with the reason it is not compared.
 """
@@ -39,6 +41,7 @@ class BoardRow(BaseModel):
     plugin_version: str = ""
     dataset_fingerprint: str = ""
     split_sha256: str = ""
+    test_dataset_fingerprint: str = Field(default="", description="a test run's (--test-data); '' for validation folds")
     start_time_ms: int = 0
     avnbench_version: str = ""
     git_commit: str = ""
@@ -55,12 +58,13 @@ class BoardRow(BaseModel):
 
     @property
     def identity(self) -> tuple[str, ...]:
-        return (self.method, self.preset, self.plugin_version, self.dataset_fingerprint, self.split_sha256, self.folds)
+        return (self.method, self.preset, self.plugin_version, self.dataset_fingerprint, self.split_sha256, self.folds,
+                self.test_dataset_fingerprint)
 
     @property
-    def comparison_key(self) -> tuple[str, str, str]:
-        """Rows with equal keys ran on the same data, split and folds."""
-        return (self.dataset_fingerprint, self.split_sha256, self.folds)
+    def comparison_key(self) -> tuple[str, ...]:
+        """Rows with equal keys ran on the same data, split and folds (and were tested on the same data)."""
+        return (self.dataset_fingerprint, self.split_sha256, self.folds, self.test_dataset_fingerprint)
 
     @property
     def label(self) -> str:
@@ -167,7 +171,7 @@ def _identity(run) -> tuple[str, ...]:
     params, tags = run.data.params, run.data.tags
     return (params["method"], params.get("preset", "?"), tags.get("avnbench.plugin.version", ""),
             params.get("dataset_fingerprint", tags.get("avnbench.dataset.fingerprint", "")),
-            params.get("split_sha256", ""), params.get("folds", ""))
+            params.get("split_sha256", ""), params.get("folds", ""), params.get("test_dataset_fingerprint", ""))
 
 
 def _row(run, client, registry) -> BoardRow:
@@ -183,6 +187,7 @@ def _row(run, client, registry) -> BoardRow:
         plugin_version=tags.get("avnbench.plugin.version", ""),
         dataset_fingerprint=params.get("dataset_fingerprint", tags.get("avnbench.dataset.fingerprint", "")),
         split_sha256=params.get("split_sha256", ""),
+        test_dataset_fingerprint=params.get("test_dataset_fingerprint", ""),
         start_time_ms=int(run.info.start_time or 0),
         avnbench_version=tags.get("avnbench.version", ""),
         git_commit=tags.get("mlflow.source.git.commit", tags.get("git.commit", "")),
@@ -193,8 +198,10 @@ def _row(run, client, registry) -> BoardRow:
     )
 
 
-def _why_apart(row: BoardRow, main: tuple[str, str, str]) -> str:
-    fingerprint, split, folds = main
+def _why_apart(row: BoardRow, main: tuple[str, ...]) -> str:
+    fingerprint, split, folds, tested_on = main
+    if row.test_dataset_fingerprint != tested_on:
+        return f"tested on other data (test dataset {row.test_dataset_fingerprint[:12] or 'none: its validation folds'})"
     if row.dataset_fingerprint != fingerprint:
         return f"other dataset version (fingerprint {row.dataset_fingerprint[:12]} vs {fingerprint[:12]})"
     if row.split_sha256 != split:
@@ -204,7 +211,7 @@ def _why_apart(row: BoardRow, main: tuple[str, str, str]) -> str:
 
 def mark_comparable(rows: list[BoardRow]) -> None:
     """Pick the main comparable group and set ``not_compared`` on every row outside it."""
-    groups: dict[tuple[str, str, str], list[BoardRow]] = {}
+    groups: dict[tuple[str, ...], list[BoardRow]] = {}
     for row in rows:
         groups.setdefault(row.comparison_key, []).append(row)
     if not groups:
@@ -240,7 +247,7 @@ def collect_boards(tracking_uri: str, registry=None) -> list[Board]:
             continue
         rows = sorted((_row(run, client, registry) for run in latest.values()), key=lambda r: (r.method, r.preset, r.folds, -r.start_time_ms))
         mark_comparable(rows)
-        synthetic = any(r.params.get("dataset_synthetic") == "True" for r in rows)
+        synthetic = any("True" in (r.params.get("dataset_synthetic"), r.params.get("test_dataset_synthetic")) for r in rows)
         boards.append(Board(dataset=exp.name, synthetic=synthetic, rows=rows, tracking_uri=tracking_uri,
                             ui_url=ui_url_for(tracking_uri)))
     return boards
