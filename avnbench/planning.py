@@ -23,7 +23,7 @@ from avnbench.jobs import FoldJob, code_versions, run_key_for
 from avnbench.overrides import resolve_config
 from avnbench.methods import JobContext, JobResources, Method, PrepareContext, TrainingListener, TrainingLog
 from avnbench.plugins import Registry, load_registry
-from avnbench.workfolder import job_dir_for, shared_dir_for, test_job_dir_for
+from avnbench.workfolder import job_dir_for, shared_dir_for, job_dir_for_test
 
 VALIDATION_FRACTION = 0.2
 
@@ -162,7 +162,7 @@ def check_test_dataset(train: Dataset, test_dir: Path) -> Dataset:
 def plan_test_jobs(plan: RunPlan, test: Dataset, workdir: Path) -> RunPlan:
     """The test run of ``plan``: per fold job, a test job that predicts every case of ``test``
     with the model that fold job fits (in its folder, ``fit_dir``), in its own folder
-    (:func:`~avnbench.workfolder.test_job_dir_for`), under a run key that names ``test``."""
+    (:func:`~avnbench.workfolder.job_dir_for_test`), under a run key that names ``test``."""
     if not plan.jobs:
         return RunPlan(plan.entry, plan.dataset, plan.split_meta, plan.config, plan.device, plan.run_key, [], [],
                        test_dataset=test)
@@ -171,7 +171,7 @@ def plan_test_jobs(plan: RunPlan, test: Dataset, workdir: Path) -> RunPlan:
                       code_versions(plan.entry), test_fingerprint=test.fingerprint)
     jobs = [
         job.model_copy(update={
-            "job_dir": test_job_dir_for(workdir, plan.dataset.name, job.method, job.preset, job.fold,
+            "job_dir": job_dir_for_test(workdir, plan.dataset.name, job.method, job.preset, job.fold,
                                         test.name).resolve(),
             "run_key": key,
             "test_dataset_dir": test.root.resolve(),

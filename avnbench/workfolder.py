@@ -30,7 +30,7 @@ def job_dir_for(workdir: Path, dataset_name: str, method: str, preset: str, fold
     return Path(workdir) / dataset_name / method / preset / f"fold_{fold}"
 
 
-def test_job_dir_for(workdir: Path, dataset_name: str, method: str, preset: str, fold: int,
+def job_dir_for_test(workdir: Path, dataset_name: str, method: str, preset: str, fold: int,
                      test_dataset_name: str) -> Path:
     """``<workdir>/<dataset>/<method>/<preset>/test-<test dataset>/fold_<k>``: beside the fold
     folders, not inside one, so that a method clearing its own fit folder never touches it."""
