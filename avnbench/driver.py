@@ -28,7 +28,7 @@ from avnbench.errors import AvnbenchError, PluginError
 from avnbench.executors import LocalExecutor, RayExecutor, StepReport
 from avnbench.jobs import RESULT_FILE, FoldJob, FoldResult, load_finished
 from avnbench.methods import TrainingEvent
-from avnbench.planning import InvocationPlan, PlannedStep, RunPlan, fold_key, plan_invocation
+from avnbench.planning import InvocationPlan, PlannedStep, RunPlan, plan_invocation
 from avnbench.plugins import Registry, load_registry
 from avnbench.runs import RunInfo
 from avnbench.workfolder import work_folder_lock
@@ -319,7 +319,7 @@ class _Driver:
             if state.started:
                 _report_abort(self.registry, state.run, state.failures[0].message)
             return
-        from avnbench.runner import RunEvent, RunResult, cost_metrics, summarize
+        from avnbench.runner import RunResult, cost_metrics, summarize
 
         method, card = state.run.method, state.plan.entry.card
         self.emit(self._event(state, "scoring"))
@@ -334,7 +334,8 @@ class _Driver:
         result = RunResult(
             method=method, preset=self.preset, dataset=dataset.name,
             synthetic=dataset.synthetic or bool(state.run.test_dataset_synthetic),
-            test_dataset=state.run.test_dataset_name, run_key=state.plan.run_key, folds=state.plan.folds, skipped_folds=state.skipped, metrics=metrics,
+            test_dataset=state.run.test_dataset_name, run_key=state.plan.run_key, folds=state.plan.folds,
+            skipped_folds=state.skipped, metrics=metrics,
             rows=rows, parent_run_id=state.tracking.get("mlflow.parent_run_id"), tracking=state.tracking,
             notes=list(getattr(summary, "notes", []) or []),
         )

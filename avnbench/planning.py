@@ -23,7 +23,7 @@ from avnbench.jobs import FoldJob, code_versions, run_key_for
 from avnbench.overrides import resolve_config
 from avnbench.methods import JobContext, JobResources, Method, PrepareContext, TrainingListener, TrainingLog
 from avnbench.plugins import Registry, load_registry
-from avnbench.workfolder import job_dir_for, shared_dir_for, job_dir_for_test
+from avnbench.workfolder import job_dir_for, job_dir_for_test, shared_dir_for
 
 VALIDATION_FRACTION = 0.2
 

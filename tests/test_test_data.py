@@ -143,8 +143,8 @@ def test_in_domain_and_test_results_are_never_taken_for_each_other(train_set, te
     assert cross.run_key != own.run_key and cross.parent_run_id != own.parent_run_id
     # a test result copied into the fold's own folder is refused there, naming what differs
     fit_job = plan_fold_jobs(METHOD, train_set.root, tmp_path / "work", preset="smoke").jobs[0]
-    shutil.copyfile(job_dir_for_test(tmp_path / "work", train_set.name, METHOD, "smoke", 0, test_set.name) / RESULT_FILE,
-                    fit_job.job_dir / RESULT_FILE)
+    test_dir = job_dir_for_test(tmp_path / "work", train_set.name, METHOD, "smoke", 0, test_set.name)
+    shutil.copyfile(test_dir / RESULT_FILE, fit_job.job_dir / RESULT_FILE)
     warnings = []
     assert load_finished(fit_job, warn=warnings.append) is None and "test_dataset" in warnings[0]
 

@@ -201,7 +201,8 @@ def _row(run, client, registry) -> BoardRow:
 def _why_apart(row: BoardRow, main: tuple[str, ...]) -> str:
     fingerprint, split, folds, tested_on = main
     if row.test_dataset_fingerprint != tested_on:
-        return f"tested on other data (test dataset {row.test_dataset_fingerprint[:12] or 'none: its validation folds'})"
+        tested = row.test_dataset_fingerprint[:12] or "none: its validation folds"
+        return f"tested on other data (test dataset {tested})"
     if row.dataset_fingerprint != fingerprint:
         return f"other dataset version (fingerprint {row.dataset_fingerprint[:12]} vs {fingerprint[:12]})"
     if row.split_sha256 != split:
@@ -247,7 +248,8 @@ def collect_boards(tracking_uri: str, registry=None) -> list[Board]:
             continue
         rows = sorted((_row(run, client, registry) for run in latest.values()), key=lambda r: (r.method, r.preset, r.folds, -r.start_time_ms))
         mark_comparable(rows)
-        synthetic = any("True" in (r.params.get("dataset_synthetic"), r.params.get("test_dataset_synthetic")) for r in rows)
+        synthetic = any("True" in (r.params.get("dataset_synthetic"), r.params.get("test_dataset_synthetic"))
+                        for r in rows)
         boards.append(Board(dataset=exp.name, synthetic=synthetic, rows=rows, tracking_uri=tracking_uri,
                             ui_url=ui_url_for(tracking_uri)))
     return boards

@@ -182,7 +182,8 @@ class TrackedRun:
         if run.is_test:
             text = (
                 f"**{run.method}** trained on **{run.dataset_name}** (fingerprint `{run.dataset_fingerprint[:12]}`), "
-                f"tested on **{run.test_dataset_name}** (fingerprint `{(run.test_dataset_fingerprint or '')[:12]}`).\n\n"
+                f"tested on **{run.test_dataset_name}** "
+                f"(fingerprint `{(run.test_dataset_fingerprint or '')[:12]}`).\n\n"
                 f"{what}\n\nThe model of each of folds {', '.join(map(str, run.folds))} of the {run.split_folds}-fold "
                 f"split `{run.split_sha256[:12]}` of {run.dataset_name} predicts all {run.test_cases} cases of "
                 f"{run.test_dataset_name}; one child run per fold, metrics on this run are over every (fold, case)."
