@@ -232,3 +232,21 @@ def test_cli_runs_and_reports_both_runs(train_set, test_set, tmp_path, capsys):
         main(args[:6] + [str(bad)] + args[7:])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("error:") == 1 and "labels" in err and err.count("\n") == 1, err
+
+
+def test_on_ray_the_test_run_gives_the_local_results(cross_run, train_set, test_set, tmp_path):
+    ray = pytest.importorskip("ray")
+    from avnbench.driver import run_invocation
+    from avnbench.executors import RayExecutor
+
+    local = cross_run[0]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcome = run_invocation([METHOD], train_set.root, tmp_path / "ray", "smoke", device="cpu", n_bootstrap=20,
+                                 executor=RayExecutor(), test_dataset_dir=test_set.root)
+    finally:
+        ray.shutdown()
+    assert outcome.failures == []
+    on_ray = outcome.test_results[METHOD]
+    key = lambda r: (r["fold"], r["case_id"])  # noqa: E731
+    assert sorted(on_ray.rows, key=key) == sorted(local.rows, key=key) and on_ray.run_key == local.run_key
