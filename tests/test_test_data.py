@@ -149,13 +149,18 @@ def test_in_domain_and_test_results_are_never_taken_for_each_other(train_set, te
     assert load_finished(fit_job, warn=warnings.append) is None and "test_dataset" in warnings[0]
 
 
-def test_leaderboard_keeps_test_rows_on_their_own_board(cross_run, train_set, test_set):
+def test_leaderboard_keeps_test_rows_on_their_own_board(cross_run, train_set, test_set, tmp_path):
+    from avnbench.reporting.leaderboard import build_leaderboards
+
     _, _, uri, _ = cross_run
     boards = {b.dataset: b for b in collect_boards(uri)}
     cross = boards[f"{train_set.name}--test-{test_set.name}"]
     assert [r.test_dataset_fingerprint for r in boards[train_set.name].rows] == [""]
     assert [r.test_dataset_fingerprint for r in cross.rows] == [test_set.fingerprint] and cross.synthetic
-    assert cross.rows[0].n_hips == len(test_set.cases)
+    # every hip once per fold's model: paired on (fold, hip), counted as hips
+    assert cross.rows[0].n_hips == len(test_set.cases) and len(cross.rows[0].cases) == 2 * len(test_set.cases)
+    written = build_leaderboards(uri, tmp_path / "boards")
+    assert (tmp_path / "boards" / cross.dataset / "README.md") in written
     # put side by side (as by hand in one experiment), a test row is never compared with A's rows
     own = boards[train_set.name].rows[0]
     rows = [own.model_copy(), own.model_copy(update={"method": "another"}), cross.rows[0].model_copy()]

@@ -78,7 +78,9 @@ class BoardRow(BaseModel):
 
     @property
     def n_hips(self) -> int:
-        return len({str(c.get("case_id")) for c in self.cases}) if self.cases else int(self.metrics.get("n_cases", 0))
+        if not self.cases:
+            return int(self.metrics.get("n_cases", 0))
+        return len({str(c.get("hip_id", c.get("case_id"))) for c in self.cases})
 
     @property
     def n_patients(self) -> int | None:
@@ -164,7 +166,13 @@ def _read_cases(client, run_id: str) -> list[dict[str, Any]]:
         except Exception:  # noqa: BLE001  (a run without its per-case table: no ranks or tests for it)
             return []
         frame = pd.read_csv(path, dtype={"case_id": str, "patient_id": str})
-        return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    if "fold" in frame.columns and frame["case_id"].duplicated().any():
+        # a test run (--test-data) scores each hip once per fold's model: methods are paired on
+        # (fold model, hip), while n_hips still counts hips
+        for r in records:
+            r["hip_id"], r["case_id"] = r["case_id"], f"{r['case_id']}@fold{r['fold']}"
+    return records
 
 
 def _identity(run) -> tuple[str, ...]:
