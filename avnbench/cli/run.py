@@ -192,8 +192,8 @@ def show_result(result) -> None:
     table = result_table(result)
     if result.test_dataset is not None:
         tag = " (SYNTHETIC PHANTOM)" if result.synthetic else ""
-        table.title = (f"{result.method} [{result.preset}] trained on {result.dataset}, tested on all cases of "
-                       f"{result.test_dataset}{tag}: models of folds {result.folds}")
+        table.title = escape(f"{result.method} [{result.preset}] trained on {result.dataset}, tested on all cases "
+                             f"of {result.test_dataset}{tag}: models of folds {result.folds}")
     console.print(table)
     if result.tracking.get(REUSED_REF) == "true":
         console.print(f"nothing new computed: MLflow run {result.parent_run_id} already holds these results")
