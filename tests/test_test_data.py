@@ -255,3 +255,23 @@ def test_on_ray_the_test_run_gives_the_local_results(cross_run, train_set, test_
     on_ray = outcome.test_results[METHOD]
     key = lambda r: (r["fold"], r["case_id"])  # noqa: E731
     assert sorted(on_ray.rows, key=key) == sorted(local.rows, key=key) and on_ray.run_key == local.run_key
+
+
+def test_an_in_domain_result_digests_as_before_test_fields_existed(cross_run, train_set):
+    _, _, _, root = cross_run
+    fit_job = plan_fold_jobs(METHOD, train_set.root, root / "work", preset="smoke").jobs[0]
+    written = json.loads((fit_job.job_dir / RESULT_FILE).read_text())
+    assert written["test_dataset_name"] is None and written["fit_digest"] is None
+    older = {k: v for k, v in written.items() if k not in ("test_dataset_name", "test_dataset_fingerprint", "test_ids",
+                                                            "fit_digest")}
+    assert FoldResult.model_validate(older).content_digest() == written["digest"]
+    # and an in-domain run key is the hash it always was, so finished work and MLflow runs are found again
+    import hashlib
+
+    from avnbench.jobs import CodeVersions, run_key_for
+
+    code = CodeVersions(avnbench_version="1", avnbench_commit=None, plugin_distribution="d", plugin_version="2")
+    old = hashlib.sha256(json.dumps(["m", "smoke", {"a": 1}, "f", "s", code.model_dump(mode="json")], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:16]
+    assert run_key_for("m", "smoke", {"a": 1}, "f", "s", code) == old
+    assert run_key_for("m", "smoke", {"a": 1}, "f", "s", code, test_fingerprint="b") != old
