@@ -228,7 +228,13 @@ class _Driver:
 
         plan = self.plan.test_runs[name] if test else self.plan.runs[name]
         entry, dataset, split_meta = plan.entry, plan.dataset, plan.split_meta
-        reusable = {job.fold: load_finished(job, warn=_warner(self.emit, name, job.fold)) for job in plan.jobs}
+        tested_on = plan.test_dataset.name if plan.test_dataset is not None else None
+
+        def warner(fold: int):
+            warn = _warner(self.emit, name, fold)
+            return warn if tested_on is None else (lambda message: warn(f"{message} (its test on {tested_on})"))
+
+        reusable = {job.fold: load_finished(job, warn=warner(job.fold)) for job in plan.jobs}
         if test:  # a test result stands only on the very fit result it was predicted with
             fits = self.methods[name].reusable
             for job in plan.jobs:
@@ -236,9 +242,10 @@ class _Driver:
                 if result is not None and (fit is None or result.fit_digest != fit.digest):
                     reusable[job.fold] = None
                     why = "is fitted again now" if fit is None else "was fitted again since"
-                    self.emit(self.RunEvent(kind="warning", method=name, fold=job.fold, message=(
-                        f"{job.job_dir / RESULT_FILE} was predicted by an earlier model of fold {job.fold}, which "
-                        f"{why}; recomputing its test")))
+                    message = (f"{job.job_dir / RESULT_FILE} was predicted by an earlier model of fold {job.fold}, "
+                               f"which {why}; recomputing its test")
+                    self.emit(self.RunEvent(kind="warning", method=name, fold=job.fold, test_dataset=tested_on,
+                                            message=message))
         test_facts = {} if plan.test_dataset is None else {
             "test_dataset_name": plan.test_dataset.name, "test_dataset_fingerprint": plan.test_dataset.fingerprint,
             "test_dataset_synthetic": plan.test_dataset.synthetic,
