@@ -319,9 +319,6 @@ class InvocationPlan:
     def fold_steps(self, method: str) -> list[PlannedStep]:
         return [s for s in self.steps if s.method == method and s.job is not None and not s.is_test]
 
-    def test_steps(self, method: str) -> list[PlannedStep]:
-        return [s for s in self.steps if s.method == method and s.is_test]
-
 
 def fold_key(method: str, fold: int) -> str:
     """The key of a fold job's step in an :class:`InvocationPlan`: ``<method>/fold_<k>``."""
