@@ -161,6 +161,8 @@ def test_leaderboard_keeps_test_rows_on_their_own_board(cross_run, train_set, te
     assert cross.rows[0].n_hips == len(test_set.cases) and len(cross.rows[0].cases) == 2 * len(test_set.cases)
     written = build_leaderboards(uri, tmp_path / "boards")
     assert (tmp_path / "boards" / cross.dataset / "README.md") in written
+    readme = (tmp_path / "boards" / cross.dataset / "README.md").read_text(encoding="utf-8")
+    assert f"Models trained on {train_set.name}'s folds, tested on every case of {test_set.name}" in " ".join(readme.split())
     # put side by side (as by hand in one experiment), a test row is never compared with A's rows
     own = boards[train_set.name].rows[0]
     rows = [own.model_copy(), own.model_copy(update={"method": "another"}), cross.rows[0].model_copy()]

@@ -29,10 +29,13 @@ def builtin_phantom(device: str, cases: int | None, shape: tuple[int, int, int] 
     """
     from avnbench.data.dataset import load_dataset
     from avnbench.data.phantom import synthesize
+    from avnbench.data.phantom.plan import dataset_name
 
     n_default, shape_default = GPU_PHANTOM if device == "cuda" else CPU_PHANTOM
     n, shp = cases or n_default, tuple(shape or shape_default)
-    folder = default_cache_dir() / "datasets" / f"phantom-n{n}-s0-{'x'.join(map(str, shp))}"
+    # named as the dataset is (generator version included), so a new phantom version is generated
+    # anew instead of an older one being reused from the cache
+    folder = default_cache_dir() / "datasets" / dataset_name(n, 0, shp)
     if not (folder / "cases.json").exists():
         tmp = folder.with_name(folder.name + ".partial")
         synthesize(tmp, n_cases=n, seed=0, shape=shp, force=True, progress=progress)
