@@ -32,7 +32,7 @@ def mix(tmp_path_factory):
 
 def test_layout_names_and_nnunet_dataset_json(mix):
     root = mix.root
-    assert mix.name == "avn-phantom-v1-n12-s3-40x80x80" and mix.synthetic
+    assert mix.name == "avn-phantom-v1-t1-n12-s3-40x80x80" and mix.synthetic
     dj = json.loads((root / "dataset.json").read_text())
     assert dj["numTraining"] == N_MIX and dj["file_ending"] == ".nii.gz"
     assert dj["labels"] == {"background": 0, "vital": 1, "necrosis": 2}

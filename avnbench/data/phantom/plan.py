@@ -32,9 +32,11 @@ STEINBERG_PERCENT_RANGE = {"A": (4.0, 12.5), "B": (17.0, 28.0), "C": (32.0, 48.0
 LESION_FREE_EVERY, LESION_FREE_OFFSET = 13, 6
 
 
-def dataset_name(n_cases: int, seed: int, shape: tuple[int, int, int]) -> str:
-    """The dataset name, which says it is a synthetic phantom and encodes its parameters."""
-    return f"avn-phantom-{PHANTOM_VERSION}-n{n_cases}-s{seed}-{'x'.join(str(s) for s in shape)}"
+def dataset_name(n_cases: int, seed: int, shape: tuple[int, int, int], domain: str = "t1") -> str:
+    """The dataset name, which says it is a synthetic phantom and encodes its parameters
+    (acquisition domain, cases, seed, shape)."""
+    return (f"avn-phantom-{PHANTOM_VERSION}-{domain}-n{n_cases}-s{seed}-"
+            f"{'x'.join(str(s) for s in shape)}")
 
 
 def spacing_for(shape: tuple[int, int, int]) -> tuple[float, float, float]:
