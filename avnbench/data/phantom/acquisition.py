@@ -1,9 +1,10 @@
 """The image: tissue intensities composited with partial volume on the output grid, then
 degraded like an acquisition (k-space truncation to the native in-plane resolution, a
-through-plane slice profile, a smooth polynomial bias field and Rician noise).
+through-plane slice profile, a smooth polynomial bias field and Rician noise), all as the
+acquisition domain (:mod:`.domains`) says.
 
-Intensities are relative to fatty marrow (1.0) before the gain; the written image is int16 in
-[0, 4095]. Partial-volume fractions come from signed distances (mm) with a linear ramp one voxel
+Intensities are in the domain's scale (T1: fatty marrow = 1.0) before the gain; the written
+image is int16 in [0, 4095]. Partial-volume fractions come from signed distances (mm) with a linear ramp one voxel
 wide, so nothing is supersampled.
 """
 
