@@ -76,16 +76,16 @@ def draw_pelvis(patient_rng: np.random.Generator, rng: np.random.Generator, radi
     )
     # the anterior column runs in front of the socket into the superior pubic ramus
     anterior_column = Strut(
-        start=vec(-8.0, 27.0, 26.0),
-        end=vec(-17.0, 25.0 * f[8], -8.0),
+        start=vec(-8.0, 21.0, 26.0),
+        end=vec(-17.0, 17.0 * f[8], -8.0),
         wide=unit([1.0, -0.3, 0.0]),
-        semi_wide=10.0 * s * f[11], semi_thin=7.0 * s * jit[3], taper=1.0,
+        semi_wide=10.0 * s * f[11], semi_thin=6.0 * s * jit[3], taper=1.0,
     )
     pubis = Strut(
-        start=vec(-17.0, 25.0 * f[8], -8.0),
-        end=vec(-60.0, 30.0 * f[9], -14.0 * f[10]),
+        start=vec(-17.0, 17.0 * f[8], -8.0),
+        end=vec(-60.0, 22.0 * f[9], -14.0 * f[10]),
         wide=unit([0.0, 0.3, 1.0]),
-        semi_wide=10.0 * s * f[11], semi_thin=8.0 * s * jit[0], taper=0.8,
+        semi_wide=10.0 * s * f[11], semi_thin=6.5 * s * jit[0], taper=0.8,
     )
     return PelvisShape(
         wall_medial=float(patient_rng.uniform(3.5, 6.0) * jit[1]),

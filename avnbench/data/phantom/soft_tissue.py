@@ -61,7 +61,8 @@ def draw_soft_tissue(patient_rng: np.random.Generator, rng: np.random.Generator,
         pts = np.asarray(points, float) * s
         pts = pts + patient_rng.uniform(-3.0, 3.0, pts.shape) + rng.uniform(-1.5, 1.5, pts.shape)
         muscles.append((pts, float(half * s * bulk * patient_rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05))))
-    artery = np.array([-0.55 * radius, radius + 8.0, 0.0]) + patient_rng.uniform(-2.5, 2.5, 3) + rng.uniform(-1, 1, 3)
+    # anterior to the superior pubic ramus and the hip joint, medial of the iliopsoas
+    artery = np.array([-0.55 * radius, radius + 11.0, 0.0]) + patient_rng.uniform(-2.5, 2.5, 3) + rng.uniform(-1, 1, 3)
     vein = artery + np.array([-9.0, -1.5, 0.0]) * s + rng.uniform(-1, 1, 3)
     direction = np.array([0.12, 0.12, -1.0]) + patient_rng.uniform(-0.08, 0.08, 3)
     return SoftTissueShape(
