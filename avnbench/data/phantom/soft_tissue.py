@@ -30,6 +30,7 @@ MUSCLE_GROUPS: tuple[tuple[str, tuple[tuple[float, float, float], ...], float], 
     ("gluteus maximus", ((-14.0, -58.0, 24.0), (62.0, -40.0, -44.0)), 14.0),
     ("rectus femoris and sartorius", ((14.0, 34.0, 44.0), (22.0, 40.0, -50.0)), 8.0),
     ("pectineus and adductors", ((-40.0, 24.0, -14.0), (-14.0, 16.0, -64.0)), 10.0),
+    ("tensor fasciae latae", ((40.0, 30.0, 34.0), (50.0, 28.0, -50.0)), 7.0),
 )
 
 
@@ -68,7 +69,7 @@ def draw_soft_tissue(patient_rng: np.random.Generator, rng: np.random.Generator,
     return SoftTissueShape(
         muscles=tuple(muscles),
         sheet_half=float(patient_rng.uniform(0.5, 1.1) * rng.uniform(0.9, 1.1)),
-        reach_mm=float(patient_rng.uniform(8.0, 14.0)),
+        reach_mm=float(patient_rng.uniform(12.0, 18.0)),
         warp_mm=float(rng.uniform(1.5, 3.5)),
         artery_point=artery, vein_point=vein,
         vessel_direction=direction / np.linalg.norm(direction),
