@@ -44,7 +44,7 @@ def render(index: int, seed: int, domain: str, out: Path) -> Path:
     coronal = mid_coronal_slice(image, meta, PIXEL_MM, HALF_WIDTH_MM, order=1)
     axial = plane_slice(image, meta, axes.lateral, axes.anterior, PIXEL_MM, HALF_WIDTH_MM, order=1)
     native = image[image.shape[0] // 2]
-    sz, sy, sx = meta.geometry.spacing_zyx
+    _, sy, sx = meta.geometry.spacing_zyx
     low, high = np.percentile(image, [0.5, 99.7])
     fig = Figure(figsize=(12, 4.4), dpi=100)
     FigureCanvasAgg(fig)

@@ -49,7 +49,13 @@ def synth_cmd(out: Path, cases: int, seed: int, shape: tuple[int, int, int], for
     """Generate the synthetic AVN hip MRI phantom (nnU-Net raw layout + cases.json)."""
     from collections import Counter
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     from rich.table import Table
 
     from avnbench.cli.display import console

@@ -1,6 +1,7 @@
 """The phantom's anatomy (pelvis, femur, head shape, muscles, vessels), patient-level variation,
 and the acquisition domains (contrast, naming, refusal of an unknown one)."""
 
+import itertools
 import json
 
 import numpy as np
@@ -12,7 +13,11 @@ from avnbench.data.phantom.anatomy import HipTissues, draw_anatomy, place_case
 from avnbench.data.phantom.domains import DOMAINS, get_domain
 from avnbench.data.phantom.grid import oriented_field, unit
 from avnbench.data.phantom.plan import case_streams, draw_side
-from avnbench.data.phantom.soft_tissue import MUSCLE_GROUPS, muscle_partition, vessel_sdfs
+from avnbench.data.phantom.soft_tissue import (
+    MUSCLE_GROUPS,
+    muscle_partition,
+    vessel_sdfs,
+)
 from avnbench.errors import ConfigError
 
 FULL = (80, 160, 160)
@@ -107,7 +112,7 @@ def test_head_shape_varies_between_patients_and_both_hips_of_a_patient_are_alike
         semi.append(a.semi_axes / a.radius)
         within.append(np.linalg.norm(shape_vector(a) - shape_vector(b)))
         assert not np.allclose(a.semi_axes, b.semi_axes)  # alike, not identical
-    for (r1, _), (r2, _) in zip(bilateral[:-1], bilateral[1:]):
+    for (r1, _), (r2, _) in itertools.pairwise(bilateral):
         between.append(np.linalg.norm(shape_vector(anatomy_of(r1)[0]) - shape_vector(anatomy_of(r2)[0])))
     assert np.median(within) < 0.5 * np.median(between), (within, between)
     # aspherical: semi-axes differ from R by up to ~2 % and differ between patients

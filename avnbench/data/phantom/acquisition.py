@@ -16,10 +16,16 @@ from scipy import ndimage
 
 from avnbench.data.phantom.anatomy import CaseFrame, HipTissues
 from avnbench.data.phantom.domains import DEFAULT_DOMAIN, Domain, get_domain
-from avnbench.data.phantom.grid import Grid, coarse_steps, oriented_field, smooth_field, upsample_linear
+from avnbench.data.phantom.grid import (
+    Grid,
+    coarse_steps,
+    oriented_field,
+    smooth_field,
+    upsample_linear,
+)
+from avnbench.data.phantom.lesion import Lesion, lesion_t
 from avnbench.data.phantom.pelvis import struts_sdf
 from avnbench.data.phantom.soft_tissue import muscle_partition, vessel_sdfs
-from avnbench.data.phantom.lesion import Lesion, lesion_t
 
 
 def ramp(sdf: np.ndarray, width: float) -> np.ndarray:

@@ -15,7 +15,12 @@ from scipy.optimize import brentq
 
 from avnbench.data.dataset import Geometry, Landmarks, PatientAxes
 from avnbench.data.phantom.grid import Grid, patient_to_lps, unit
-from avnbench.data.phantom.pelvis import PelvisShape, draw_pelvis, pelvis_sdf, smooth_union
+from avnbench.data.phantom.pelvis import (
+    PelvisShape,
+    draw_pelvis,
+    pelvis_sdf,
+    smooth_union,
+)
 from avnbench.data.phantom.plan import spacing_for
 from avnbench.data.phantom.soft_tissue import SoftTissueShape, draw_soft_tissue
 
@@ -398,7 +403,7 @@ def place_case(anatomy: Anatomy, shape, rng: np.random.Generator) -> CaseFrame:
         origin=tuple(float(o) for o in origin),
         direction=tuple(float(d) for d in direction_lps.ravel()),
     )
-    lps = lambda v: tuple(float(x) for x in (center_lps + to_lps @ v))  # noqa: E731
+    lps = lambda v: tuple(float(x) for x in (center_lps + to_lps @ v))
     landmarks = Landmarks(
         head_center_mm=tuple(float(c) for c in center_lps),
         head_radius_mm=float(anatomy.radius),

@@ -115,7 +115,7 @@ def oriented_field(
 def coarse_steps(spacing: tuple[float, float, float], target_mm: float = 0.85) -> tuple[int, int, int]:
     """Integer sub-sampling steps per axis that bring ``spacing`` (mm) to about ``target_mm``;
     smooth soft-tissue structure is evaluated on that sub-grid and interpolated back."""
-    return tuple(max(1, int(round(target_mm / s))) for s in spacing)  # type: ignore[return-value]
+    return tuple(max(1, round(target_mm / s)) for s in spacing)  # type: ignore[return-value]
 
 
 def upsample_linear(coarse: np.ndarray, steps: tuple[int, int, int], shape) -> np.ndarray:

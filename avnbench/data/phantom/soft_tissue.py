@@ -14,6 +14,7 @@ given for a head of radius 22 mm and scaled with the head.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +82,7 @@ def draw_soft_tissue(patient_rng: np.random.Generator, rng: np.random.Generator,
 def _polyline_distance(p, points: np.ndarray) -> np.ndarray:
     """Distance (mm, float32) from points ``p`` to a polyline."""
     best = None
-    for a, b in zip(points[:-1], points[1:]):
+    for a, b in itertools.pairwise(points):
         d = b - a
         length2 = float(d @ d)
         rel = [p[i] - np.float32(a[i]) for i in range(3)]

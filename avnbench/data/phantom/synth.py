@@ -13,10 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 import numpy as np
 
-from avnbench.data.imageio import write_image
 from avnbench.data.dataset import (
     CASES_FILE,
     FILE_ENDING,
@@ -29,6 +27,7 @@ from avnbench.data.dataset import (
     write_cases_file,
     write_dataset_json,
 )
+from avnbench.data.imageio import write_image
 from avnbench.data.phantom.acquisition import render_image
 from avnbench.data.phantom.anatomy import CaseFrame, draw_anatomy, place_case
 from avnbench.data.phantom.domains import DEFAULT_DOMAIN, Domain, get_domain
@@ -45,7 +44,6 @@ from avnbench.data.phantom.plan import (
     spacing_for,
 )
 from avnbench.errors import ConfigError
-
 
 
 @dataclass
