@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from avnbench.evaluation import grading
 from avnbench.data.dataset import load_dataset
-from avnbench.errors import ConfigError
 from avnbench.data.phantom import generate_case, plan_case, spacing_for, synthesize
+from avnbench.errors import ConfigError
+from avnbench.evaluation import grading
 
 HALF = (40, 80, 80)
 N_MIX = 12
@@ -32,7 +32,7 @@ def mix(tmp_path_factory):
 
 def test_layout_names_and_nnunet_dataset_json(mix):
     root = mix.root
-    assert mix.name == "avn-phantom-v1-n12-s3-40x80x80" and mix.synthetic
+    assert mix.name == "avn-phantom-v2-t1-n12-s3-40x80x80" and mix.synthetic
     dj = json.loads((root / "dataset.json").read_text())
     assert dj["numTraining"] == N_MIX and dj["file_ending"] == ".nii.gz"
     assert dj["labels"] == {"background": 0, "vital": 1, "necrosis": 2}

@@ -8,7 +8,6 @@ import pytest
 
 from avnbench.data.dataset import CaseMeta, Geometry, Landmarks, PatientAxes
 from avnbench.data.phantom import generate_case, plan_case
-from avnbench.data.phantom.acquisition import ramp
 from avnbench.data.phantom.anatomy import HipTissues, draw_anatomy, place_case
 from avnbench.data.phantom.difficulty import (
     lesion_tilt_deg,
@@ -17,6 +16,7 @@ from avnbench.data.phantom.difficulty import (
     oracle_dice,
     tilt_in_window,
 )
+from avnbench.data.phantom.grid import ramp
 from avnbench.data.phantom.lesion import (
     ANTERIOR_TILT_DEG,
     draw_lesion_shape,

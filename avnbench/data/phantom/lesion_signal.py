@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from avnbench.data.phantom.anatomy import CaseFrame, HipTissues
-from avnbench.data.phantom.grid import smooth_field
+from avnbench.data.phantom.grid import paint, ramp, smooth_field
 from avnbench.data.phantom.lesion import Lesion, lesion_t
 
 #: Mitchell class centre intensity ranges on T1 (relative to fatty marrow), §7.4.
@@ -35,19 +35,6 @@ MIXED_CENTRE_SHARE, FAT_ISLAND_SHARE = 0.6, (0.15, 0.45)
 #: Bone-marrow oedema (T1, §7.4), how far around the lesion it is full (mm), and over how many
 #: mm it grades back to normal marrow.
 EDEMA_T1, EDEMA_EXTENT_MM, EDEMA_FADE_MM = (0.35, 0.65), (3.0, 12.0), (3.0, 8.0)
-
-
-def ramp(sdf: np.ndarray, width: float) -> np.ndarray:
-    """Partial-volume fraction of a region {sdf <= 0} (sdf in mm), linear over ``width`` mm."""
-    out = np.multiply(sdf, -1.0 / width, dtype=np.float32)
-    out += 0.5
-    np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def paint(signal: np.ndarray, value, fraction: np.ndarray) -> None:
-    """Composite a tissue of intensity ``value`` over ``signal`` with a partial-volume fraction."""
-    signal += (value - signal) * fraction
 
 
 def mean_semi_mm(lesion: Lesion) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 
 from avnbench.errors import ConfigError
 
-PHANTOM_VERSION = "v1"
+PHANTOM_VERSION = "v2"
 DEFAULT_SHAPE = (80, 160, 160)
 #: Field of view (mm) along the array axes (z, y, x); any shape keeps it and scales the spacing.
 FIELD_OF_VIEW_MM = (80.0, 70.4, 70.4)
@@ -33,9 +33,11 @@ STEINBERG_PERCENT_RANGE = {"A": (4.0, 12.5), "B": (17.0, 28.0), "C": (32.0, 48.0
 LESION_FREE_EVERY, LESION_FREE_OFFSET = 13, 6
 
 
-def dataset_name(n_cases: int, seed: int, shape: tuple[int, int, int]) -> str:
-    """The dataset name, which says it is a synthetic phantom and encodes its parameters."""
-    return f"avn-phantom-{PHANTOM_VERSION}-n{n_cases}-s{seed}-{'x'.join(str(s) for s in shape)}"
+def dataset_name(n_cases: int, seed: int, shape: tuple[int, int, int], domain: str = "t1") -> str:
+    """The dataset name, which says it is a synthetic phantom and encodes its parameters
+    (acquisition domain, cases, seed, shape)."""
+    return (f"avn-phantom-{PHANTOM_VERSION}-{domain}-n{n_cases}-s{seed}-"
+            f"{'x'.join(str(s) for s in shape)}")
 
 
 def spacing_for(shape: tuple[int, int, int]) -> tuple[float, float, float]:
