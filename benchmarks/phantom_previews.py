@@ -1,7 +1,7 @@
 """Previews of phantom cases without label overlays, for docs/phantom.md.
 
 Run:  .venv/bin/python benchmarks/phantom_previews.py [--out docs/images] [--seed 0]
-          [--cases 0 2 3 7 6] [--domain-case 6] [--domains t1fs t1-1p5t]
+          [--cases 0 2 3 7 6] [--domain-case 1] [--domains t1fs t1-1p5t]
 
 Each case is generated at the default size (80x160x160) and shown in three planes through the
 head centre: mid-coronal (lateral to the right, superior up), mid-axial (lateral to the right,
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", type=int, nargs="+", default=[0, 2, 3, 7, 6])
-    parser.add_argument("--domain-case", type=int, default=6, help="case shown in the other domains (6: lesion-free)")
+    parser.add_argument("--domain-case", type=int, default=1, help="case shown in the other domains (1: ARCO IIIA)")
     parser.add_argument("--domains", nargs="*", default=["t1fs", "t1-1p5t"])
     args = parser.parse_args()
     for index in args.cases:
