@@ -25,7 +25,6 @@ import pytest
 from avnbench import hookimpl
 from avnbench.data.dataset import Dataset, load_dataset
 from avnbench.errors import PluginError
-from avnbench.workfolder import job_dir_for  # noqa: F401  (re-exported: where a test's fold job keeps its files)
 from avnbench.methods import (
     PRESETS,
     ClassificationPrediction,
@@ -34,6 +33,7 @@ from avnbench.methods import (
     MethodConfig,
     SegmentationPrediction,
 )
+from avnbench.workfolder import job_dir_for  # noqa: F401  (re-exported: where a test's fold job keeps its files)
 
 TINY_SHAPE = (40, 80, 80)
 TINY_CASES = 8
@@ -170,3 +170,16 @@ def sphere(radius: float, shape=(40, 80, 80), spacing=ANISO, centre=SPHERE_CENTR
     """A ball of ``radius`` mm around ``centre`` (mm) on a grid of ``spacing`` (z, y, x mm)."""
     grids = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing)), indexing="ij")
     return sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius**2
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``avnbench ARGS`` in this process: (exit status, stdout, stderr)."""
+    from avnbench.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

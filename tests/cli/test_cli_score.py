@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from avnbench.cli import main
 from avnbench.data.dataset import (
-    CasesFile,
     CaseMeta,
+    CasesFile,
     Geometry,
     write_cases_file,
     write_dataset_json,
 )
+from avnbench.testing import run_cli
 
 SHAPE = (16, 32, 32)  # z, y, x
 SPACING_ZYX = (1.0, 0.5, 0.5)
@@ -58,14 +58,6 @@ def dataset_dir(tmp_path_factory) -> Path:
     return root
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def copy_predictions(dataset_dir: Path, dest: Path) -> Path:

@@ -2,16 +2,8 @@
 
 import pytest
 
-from avnbench.cli import main
 from avnbench.data.dataset import load_dataset
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from avnbench.testing import run_cli
 
 
 def test_synth_writes_a_dataset_and_prints_a_summary(tmp_path, capsys):

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from avnbench.cli import main
 from avnbench.data.phantom import generate_case, plan_case, synthesize
 from avnbench.data.phantom.anatomy import HipTissues, draw_anatomy, place_case
 from avnbench.data.phantom.domains import DOMAINS, get_domain
@@ -19,6 +18,7 @@ from avnbench.data.phantom.soft_tissue import (
     vessel_sdfs,
 )
 from avnbench.errors import ConfigError
+from avnbench.testing import run_cli
 
 FULL = (80, 160, 160)
 HALF = (40, 80, 80)
@@ -196,12 +196,6 @@ def test_dataset_name_and_description_carry_the_domain(tmp_path):
     assert "t1fs" in cases["description"]
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.mark.parametrize("name", ["t2", "T1", "", "t1 "])
