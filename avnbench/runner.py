@@ -157,6 +157,12 @@ def run_fold_job(
     sealed = stage_predict_cases(job, val_cases, entry.card.uses_landmarks)
     rows: list[dict[str, Any]] = []
     predict_seconds = 0.0
+    # P(head) histograms per case for the voxel ROC of the report (seed 003), from the checked
+    # prediction and the reference, never inside predict
+    from avnbench.reporting.report_roc import ROC_FILE, head_probability_counts, write_fold_counts
+
+    roc_counts: dict[str, dict] = {}
+    (job.job_dir / "artifacts" / ROC_FILE).unlink(missing_ok=True)
     try:
         iterator = guarded_predictions(job.method, lambda: predictor.predict(sealed, job.job_dir, job.device))
         for i, case in enumerate(val_cases):
@@ -170,6 +176,8 @@ def run_fold_job(
             row = score_prediction(prediction, case, entry.card.classes)
             row.update(case_id=case.case_id, patient_id=case.patient_id, fold=job.fold)
             rows.append(row)
+            if isinstance(prediction, SegmentationPrediction) and prediction.probabilities is not None:
+                roc_counts[case.case_id] = head_probability_counts(prediction.probabilities, case.label_array())
             if on_prediction is not None:
                 on_prediction(prediction, case)
             emit(RunEvent(kind="case_predicted", method=job.method, fold=job.fold, done=i + 1, total=len(val_cases)))
@@ -177,6 +185,8 @@ def run_fold_job(
             raise PluginError(f"method {job.method!r} yielded more predictions than its {len(val_cases)} cases")
     finally:
         shutil.rmtree(job.job_dir / INPUTS_DIR, ignore_errors=True)
+    if roc_counts:
+        write_fold_counts(job.job_dir / "artifacts" / ROC_FILE, roc_counts)
 
     result = FoldResult(
         **FoldInputs.of(job).model_dump(),
