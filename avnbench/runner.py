@@ -137,6 +137,11 @@ def run_fold_job(
     ``training_listener`` each :class:`TrainingEvent` the method reports while it fits.
     """
     from avnbench.data import predictions as pred_io
+    from avnbench.reporting.report_roc import (
+        ROC_FILE,
+        head_probability_counts,
+        write_fold_counts,
+    )
 
     registry = registry or load_registry()
     entry = registry.get(job.method)
@@ -159,8 +164,6 @@ def run_fold_job(
     predict_seconds = 0.0
     # P(head) histograms per case for the voxel ROC of the report (seed 003), from the checked
     # prediction and the reference, never inside predict
-    from avnbench.reporting.report_roc import ROC_FILE, head_probability_counts, write_fold_counts
-
     roc_counts: dict[str, dict] = {}
     (job.job_dir / "artifacts" / ROC_FILE).unlink(missing_ok=True)
     try:

@@ -45,7 +45,7 @@ def test_the_committed_table_says_it_has_not_been_run_until_a_gpu_run():
 
 
 def test_the_script_writes_the_table_per_method(ran):
-    root, original, text = ran
+    _, original, text = ran
     table = text.split(START, 1)[1].split(END, 1)[0]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in table.splitlines() if line.startswith("| ") and "method" not in line}

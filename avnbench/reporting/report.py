@@ -66,7 +66,7 @@ def _dataset_source(client, board: Board) -> str | None:
     for row in board.rows:
         try:
             inputs = client.get_run(row.run_id).inputs.dataset_inputs
-        except Exception:  # noqa: BLE001  (an older store without inputs: no path to suggest)
+        except Exception:  # noqa: BLE001, S112  (an older store without inputs: no path to suggest)
             continue
         for item in inputs:
             try:
@@ -106,14 +106,30 @@ def _roc_files(client, row: BoardRow) -> list[dict]:
             seen.add(fold)
             try:
                 path = client.download_artifacts(child.info.run_id, ROC_FILE, tmp)
-            except Exception:  # noqa: BLE001  (a fold run made before the histograms were recorded)
+            except Exception:  # noqa: BLE001, S112  (a fold run made before the histograms were recorded)
                 continue
             files.append(json.loads(Path(path).read_text(encoding="utf-8")))
     return files
 
 
-def build_report(board: Board) -> Report:
-    """The studies of one board (one dataset), regenerated from its rows."""
+def _roc_from_workdir(workdir: Path, board: Board, row: BoardRow, data: str | None) -> list[dict] | None:
+    """The voxel-ROC fold files rebuilt from the run's saved probability maps in ``workdir``."""
+    from avnbench.data.dataset import load_dataset
+    from avnbench.reporting.report_roc import counts_from_job_folders
+
+    if not data or not Path(data).exists() or not row.folds:
+        return None
+    dataset = load_dataset(Path(data))
+    cases = {c.case_id: c for c in dataset.cases}
+    folds = [int(f) for f in row.folds.split(",")]
+    job_dirs = [Path(workdir) / board.dataset / row.method / row.preset / f"fold_{k}" for k in folds]
+    return counts_from_job_folders(job_dirs, row.cases, lambda case_id: cases[case_id].label_array())
+
+
+def build_report(board: Board, workdir: Path | None = None) -> Report:
+    """The studies of one board (one dataset), regenerated from its rows. ``workdir``: the runs'
+    work folder, read (never written) for the probability maps of runs made before the voxel ROC
+    was recorded with them."""
     client = client_for(board.tracking_uri)
     data = _dataset_source(client, board)
     studies = []
@@ -124,16 +140,21 @@ def build_report(board: Board) -> Report:
             run = MethodRun(method, row, run_command(method, board, data), note)
             if row is not None and method == "patch25d-cnn":
                 run.roc_files = _roc_files(client, row)
+                if not run.roc_files and workdir is not None:
+                    run.roc_files = _roc_from_workdir(workdir, board, row, data) or []
+                    if run.roc_files:
+                        run.roc_source = (f"rebuilt from the run's saved probability maps in {workdir} (its scores "
+                                          "checked against the run's per-case table)")
             runs[method] = run
         studies.append(make(runs))
     used = [r.row for s in studies for r in s.methods if r.row is not None]
     return Report(dataset=board.dataset, synthetic=board.synthetic, tracking_uri=board.tracking_uri, studies=studies,
-                  created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                  created=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                   commits=sorted({r.git_commit[:12] for r in used if r.git_commit}),
                   versions=sorted({r.avnbench_version for r in used if r.avnbench_version}))
 
 
-def build_reports(tracking_uri: str, dataset: str | None = None) -> list[Report]:
+def build_reports(tracking_uri: str, dataset: str | None = None, workdir: Path | None = None) -> list[Report]:
     """One report per dataset (MLflow experiment) of the store; ``dataset`` picks one."""
     boards = collect_boards(tracking_uri)
     if dataset is not None:
@@ -142,7 +163,7 @@ def build_reports(tracking_uri: str, dataset: str | None = None) -> list[Report]
         if not boards:
             raise ConfigError(f"no runs of dataset {dataset!r} in {tracking_uri}; datasets there: "
                               f"{', '.join(names) or 'none'} (pass one of them to --dataset)")
-    return [build_report(b) for b in boards]
+    return [build_report(b, workdir) for b in boards]
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:

@@ -65,8 +65,8 @@ def method_timings(work: Path, method: str, preset: str, gpu_mem_dir: Path | Non
 
 def gpu_table(rows: list[dict], header: str) -> str:
     """The markdown of the table with its provenance line above it."""
-    lines = [header, "", "| method | preset | folds | epochs | s/epoch (mean) | fit s/fold | inference s/case | "
-             "peak GPU memory (MiB) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [header, "", ("| method | preset | folds | epochs | s/epoch (mean) | fit s/fold | inference s/case | "
+                          "peak GPU memory (MiB) |"), "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['preset']} | {r['folds']} | {r['epochs'] or '–'} | "
                      f"{_fmt(r['epoch_seconds'])} | {_fmt(r['fit_seconds'], 1)} | "

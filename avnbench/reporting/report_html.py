@@ -38,9 +38,9 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 def report_markdown(report: Report) -> str:
     """README.md of one dataset's report."""
     lines = [f"# The seed studies regenerated on {report.dataset}", "", f"**{report.banner}**", "",
-             f"Generated {report.created} by avnbench {__version__} (`avnbench report`) from {report.tracking_uri}; "
-             f"runs made by avnbench {', '.join(report.versions) or '?'} at commit {', '.join(report.commits) or '?'}. "
-             "Open index.html for the same page with its figures inline.", "", HOW_TESTED, ""]
+             (f"Generated {report.created} by avnbench {__version__} (`avnbench report`) from {report.tracking_uri}; "
+              f"runs made by avnbench {', '.join(report.versions) or '?'} at commit {', '.join(report.commits) or '?'}. "
+              "Open index.html for the same page with its figures inline."), "", HOW_TESTED, ""]
     for study in report.studies:
         lines += [f"## Seed {study.key}: {study.title}", "", f"Study: {study.source}.", "", "Runs:", ""]
         lines += [f"- {m.status()}" for m in study.methods] + [""]
@@ -99,8 +99,8 @@ def report_html(report: Report) -> str:
         f"<title>Seed studies on {_e(report.dataset)}</title><style>{STYLE}</style></head><body>",
         f"<h1>The seed studies regenerated on {_e(report.dataset)}</h1>",
         f"<p class='{banner_cls}' id='synthetic-banner'>{_e(report.banner)}</p>",
-        f"<p class='note'>Generated {_e(report.created)} by avnbench {_e(__version__)} from {_e(report.tracking_uri)}; "
-        f"runs by avnbench {_e(', '.join(report.versions) or '?')} at commit {_e(', '.join(report.commits) or '?')}.</p>",
+        (f"<p class='note'>Generated {_e(report.created)} by avnbench {_e(__version__)} from {_e(report.tracking_uri)}; "
+         f"runs by avnbench {_e(', '.join(report.versions) or '?')} at commit {_e(', '.join(report.commits) or '?')}.</p>"),
         f"<p class='note'>{_e(HOW_TESTED)}</p>",
     ]
     for study in report.studies:

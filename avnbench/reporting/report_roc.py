@@ -95,3 +95,35 @@ def pooled_roc(fold_files: Iterable[Mapping]) -> VoxelRoc | None:
     return VoxelRoc(fpr=fpr, tpr=tpr, cutoffs=cutoffs, auc=auc, cutoff=float(cutoffs[best]),
                     sensitivity=float(tpr[best]), specificity=float(1 - fpr[best]),
                     n_positive=int(positive.sum()), n_negative=int(negative.sum()), n_cases=n_cases)
+
+
+def counts_from_job_folders(job_dirs: Iterable[Path], cases: list[dict], reference_of) -> list[dict] | None:
+    """Fold files rebuilt from the probability maps a run left in its job folders
+    (``predictions/<case>_probabilities.npz``), for runs made before the runner recorded them.
+
+    Used only when every folder's ``result.json`` scores are the run's own (same case ids and
+    femoral-head Dice as ``cases``, the run's per-case table), so the maps are that run's;
+    ``reference_of(case_id)`` gives the reference label map. None if any check fails. The saved
+    maps are float16, so a voxel near a bin edge may land one bin off the float32 prediction's.
+    """
+    by_case = {str(c["case_id"]): c for c in cases}
+    files = []
+    for job_dir in job_dirs:
+        result_path = Path(job_dir) / "result.json"
+        if not result_path.exists():
+            return None
+        rows = json.loads(result_path.read_text(encoding="utf-8"))["rows"]
+        per_case = {}
+        for row in rows:
+            mine = by_case.get(str(row["case_id"]))
+            if mine is None or row.get("dice_head") is None or mine.get("dice_head") is None:
+                return None
+            if abs(float(row["dice_head"]) - float(mine["dice_head"])) > 1e-9:
+                return None
+            npz = Path(job_dir) / "predictions" / f"{row['case_id']}_probabilities.npz"
+            if not npz.exists():
+                return None
+            with np.load(npz) as saved:
+                per_case[str(row["case_id"])] = head_probability_counts(saved["probabilities"], reference_of(str(row["case_id"])))
+        files.append({"bins": ROC_BINS, "cases": per_case})
+    return files if files and sum(len(f["cases"]) for f in files) == len(by_case) else None

@@ -58,6 +58,7 @@ class MethodRun:
     command: str
     note: str = ""
     roc_files: list[dict] = field(default_factory=list)
+    roc_source: str = "recorded with the run (voxel_roc_head.json of its fold runs)"
 
     def status(self) -> str:
         if self.row is None:
@@ -361,7 +362,7 @@ def study_patch25d(runs: dict[str, MethodRun]) -> Study:
         "|ref|) / 2). The ROC pools every voxel of the held-out hips (as the study pools its test cases): "
         "P(head) = P(vital) + P(necrosis) of the method's output probabilities, binned at 0.001 (the cut-off's "
         "resolution); the cut-off maximises sensitivity + specificity − 1 (Youden). Voxels of one hip are not "
-        "independent; no test is made on them."))
+        f"independent; no test is made on them. ROC counts: {run.roc_source if roc is not None else 'none'}."))
     return study
 
 
@@ -384,8 +385,8 @@ def study_jic(runs: dict[str, MethodRun]) -> Study:
         scored = frame[frame["jic_ref"].isin(classes)] if "jic_ref" in frame else frame.iloc[:0]
         n_pat = scored["patient_id"].nunique() if "patient_id" in scored else len(scored)
         n = f"{len(scored)}/{n_pat}"
-    pct = lambda name: f"{100 * _m(s, name):.1f} %" if _m(s, name) is not None else NA  # noqa: E731
-    num = lambda name: f"{_m(s, name):.2f}" if _m(s, name) is not None else NA  # noqa: E731
+    pct = lambda name: f"{100 * _m(s, name):.1f} %" if _m(s, name) is not None else NA
+    num = lambda name: f"{_m(s, name):.2f}" if _m(s, name) is not None else NA
     rows = [["overall accuracy", "87.8 %", pct("jic_accuracy"), n],
             ["macro-average AUC (one vs rest)", "0.90", num("jic_macro_auc"), n],
             ["macro precision", "84.8 %", pct("jic_macro_precision"), n],
