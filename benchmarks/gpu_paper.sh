@@ -94,5 +94,5 @@ method_args=(); for m in "${methods[@]}"; do method_args+=(--method "$m"); done
 "$PYTHON" -m avnbench.reporting.report_gpu --work "$work" --readme "$readme" --preset "$preset" \
   "${method_args[@]}" --gpu-mem-dir "$out/gpu_mem" \
   --header "Measured by \`benchmarks/gpu_paper.sh\` on $what (s/epoch: mean over epochs and folds)."
-avnbench report --tracking-uri "$uri" --out "$reports"
+avnbench report --tracking-uri "$uri" --workdir "$work" --out "$reports"
 echo "GPU table written into $readme; report into $reports; runs in $uri"
