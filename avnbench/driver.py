@@ -10,6 +10,11 @@ A method's run starts (``avnbench_run_started``) when its first fold is handed o
 ends when its last fold has settled: ``avnbench_run_finished`` if every fold has a result,
 ``avnbench_run_aborted`` naming the failed fold otherwise. Finished folds keep their
 ``result.json`` either way, so the same command resumes.
+
+With a test dataset (``--test-data``) each method has a second run, its *test run*: the test jobs
+that predict every case of that dataset with each fold's model, reported through the same hooks
+with a :class:`~avnbench.runs.RunInfo` that names the test dataset. A test job's saved result is
+reused only if its fold job's result (the fit it predicted with) is reused too, unchanged.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from typing import Any
 
 from avnbench.errors import AvnbenchError, PluginError
 from avnbench.executors import LocalExecutor, RayExecutor, StepReport
-from avnbench.jobs import FoldJob, FoldResult, load_finished
+from avnbench.jobs import RESULT_FILE, FoldJob, FoldResult, load_finished
 from avnbench.methods import TrainingEvent
-from avnbench.planning import InvocationPlan, PlannedStep, RunPlan, fold_key, plan_invocation
+from avnbench.planning import InvocationPlan, PlannedStep, RunPlan, plan_invocation
 from avnbench.plugins import Registry, load_registry
 from avnbench.runs import RunInfo
 from avnbench.workfolder import work_folder_lock
@@ -47,9 +52,11 @@ class JobFailure:
 @dataclass
 class InvocationResult:
     """The outcome of :func:`run_invocation`: a :class:`~avnbench.runner.RunResult` per method
-    that finished (in plan order) and every failed or skipped step."""
+    that finished (in plan order), one per method's test run in ``test_results`` (with a test
+    dataset), and every failed or skipped step."""
 
     results: dict[str, Any] = field(default_factory=dict)
+    test_results: dict[str, Any] = field(default_factory=dict)
     failures: list[JobFailure] = field(default_factory=list)
 
 
@@ -68,20 +75,22 @@ def run_invocation(
     overrides: dict[str, dict[str, Any]] | None = None,
     executor: LocalExecutor | RayExecutor | None = None,
     on_result: Callable[[Any], None] | None = None,
+    test_dataset_dir: Path | None = None,
 ) -> InvocationResult:
     """Run several methods on one dataset as one plan, on ``executor`` (default: local).
 
     Arguments are those of :func:`avnbench.runner.run_benchmark`, plus ``overrides`` (method name
     → config overrides), ``executor`` (:class:`~avnbench.executors.LocalExecutor` or
     :class:`~avnbench.executors.RayExecutor`; entered and left here) and ``on_result``, called
-    with each method's :class:`~avnbench.runner.RunResult` as soon as its last fold is in.
+    with each method's :class:`~avnbench.runner.RunResult` as soon as its last fold is in, and
+    ``test_dataset_dir`` (each fold's model also tested on every case of that dataset: a test run).
     A method's failure does not stop the others; it is in :attr:`InvocationResult.failures`.
     An interrupt or a hook's exception cancels every running step and aborts every open run.
     """
     registry = registry or load_registry()
     executor = executor if executor is not None else LocalExecutor()
     plan = plan_invocation(method_names, dataset_dir, workdir, preset, folds, device, seed, registry, overrides,
-                           gpus_elsewhere=executor.gpus_elsewhere)
+                           gpus_elsewhere=executor.gpus_elsewhere, test_dataset_dir=test_dataset_dir)
     dataset = next(iter(plan.runs.values())).dataset
     with work_folder_lock(workdir, dataset.name), executor:
         driver = _Driver(plan, executor, registry, progress, tracking_uri, n_bootstrap, seed, preset, on_result)
@@ -123,9 +132,18 @@ class _Driver:
         self.outcome = InvocationResult()
 
     # --- the loop ---------------------------------------------------------------------------
+    def _state(self, step: PlannedStep) -> "_MethodRun":
+        """The run a step belongs to: its method's, or its method's test run."""
+        return self.methods[_run_name(step.method, step.is_test)]
+
+    def _event(self, state: "_MethodRun", kind: str, **fields: Any):
+        return self.RunEvent(kind=kind, method=state.run.method, test_dataset=state.run.test_dataset_name, **fields)
+
     def run(self) -> InvocationResult:
         self.methods = {name: self._method_run(name) for name in self.plan.methods}
-        computed = [s for s in self.plan.steps if s.job is not None and self.methods[s.method].reusable[s.fold] is None]
+        for name in (self.plan.test_runs or {}):  # after the fold runs: a test run reads their reusable folds
+            self.methods[_run_name(name, True)] = self._method_run(name, test=True)
+        computed = [s for s in self.plan.steps if s.job is not None and self._state(s).reusable[s.fold] is None]
         self.needed_prepares = {k for s in computed for k in s.after if self.steps[k].prepare is not None}
         self.executor.check(computed + [self.steps[k] for k in sorted(self.needed_prepares)])
         queue = list(self.plan.steps)
@@ -151,7 +169,7 @@ class _Driver:
         i = 0
         while i < len(queue):
             step = queue[i]
-            state = self.methods[step.method]
+            state = self._state(step)
             blocked = [k for k in step.after if k in self.failed]
             if blocked:
                 queue.pop(i)
@@ -167,7 +185,7 @@ class _Driver:
             if step.job is not None and state.reusable[step.fold] is not None:
                 queue.pop(i)
                 self._start(state)
-                self._reuse(state, step.job)
+                self._reuse(state, step)
                 continue
             if step.job is not None and state.failures and not self.executor.keeps_going:
                 queue.pop(i)
@@ -184,7 +202,7 @@ class _Driver:
 
     def _on_report(self, report: StepReport) -> None:
         step = self.steps[report.key]
-        state = self.methods[step.method]
+        state = self._state(step)
         if report.kind == "failed":
             self._fail(step, report.payload)
         elif step.job is None:
@@ -193,8 +211,8 @@ class _Driver:
                 self.emit(self.RunEvent(kind="prepared", method=step.method))
         elif report.kind == "started" and step.fold not in state.started_folds:
             state.started_folds.add(step.fold)  # a retried task starts again: one fold_started
-            self.emit(self.RunEvent(kind="fold_started", method=step.method, fold=step.fold,
-                                    total=len(step.job.val_ids)))
+            self.emit(self._event(state, "fold_started", fold=step.fold,
+                                  total=len(step.job.test_ids if step.is_test else step.job.val_ids)))
             self.hook.avnbench_fold_started(run=state.run, job=step.job)
         elif report.kind == "progress":
             self.emit(report.payload)
@@ -205,12 +223,34 @@ class _Driver:
             self._fold_result(state, step.job, report.payload, reused=False)
 
     # --- one method's run ----------------------------------------------------------------
-    def _method_run(self, name: str) -> _MethodRun:
+    def _method_run(self, name: str, test: bool = False) -> _MethodRun:
         from avnbench.runner import _warner
 
-        plan = self.plan.runs[name]
+        plan = self.plan.test_runs[name] if test else self.plan.runs[name]
         entry, dataset, split_meta = plan.entry, plan.dataset, plan.split_meta
-        reusable = {job.fold: load_finished(job, warn=_warner(self.emit, name, job.fold)) for job in plan.jobs}
+        tested_on = plan.test_dataset.name if plan.test_dataset is not None else None
+
+        def warner(fold: int):
+            warn = _warner(self.emit, name, fold)
+            return warn if tested_on is None else (lambda message: warn(f"{message} (its test on {tested_on})"))
+
+        reusable = {job.fold: load_finished(job, warn=warner(job.fold)) for job in plan.jobs}
+        if test:  # a test result stands only on the very fit result it was predicted with
+            fits = self.methods[name].reusable
+            for job in plan.jobs:
+                result, fit = reusable[job.fold], fits.get(job.fold)
+                if result is not None and (fit is None or result.fit_digest != fit.digest):
+                    reusable[job.fold] = None
+                    why = "is fitted again now" if fit is None else "was fitted again since"
+                    message = (f"{job.job_dir / RESULT_FILE} was predicted by an earlier model of fold {job.fold}, "
+                               f"which {why}; recomputing its test")
+                    self.emit(self.RunEvent(kind="warning", method=name, fold=job.fold, test_dataset=tested_on,
+                                            message=message))
+        test_facts = {} if plan.test_dataset is None else {
+            "test_dataset_name": plan.test_dataset.name, "test_dataset_fingerprint": plan.test_dataset.fingerprint,
+            "test_dataset_synthetic": plan.test_dataset.synthetic,
+            "test_dataset_root": plan.test_dataset.root.resolve(), "test_cases": len(plan.test_dataset.cases),
+        }
         run = RunInfo(
             method=name, task=entry.card.task, classes=list(entry.card.classes) if entry.card.classes else None,
             plugin=entry.plugin, plugin_distribution=entry.distribution, plugin_version=entry.version,
@@ -219,7 +259,7 @@ class _Driver:
             dataset_name=dataset.name, dataset_fingerprint=dataset.fingerprint, dataset_synthetic=dataset.synthetic,
             dataset_root=dataset.root.resolve(), split_sha256=split_meta.sha256, split_folds=split_meta.folds,
             split_seed=split_meta.seed, folds=plan.folds, reused_folds=[k for k, r in reusable.items() if r is not None],
-            seed=self.seed, device=plan.device, run_key=plan.run_key, tracking_uri=self.tracking_uri,
+            seed=self.seed, device=plan.device, run_key=plan.run_key, tracking_uri=self.tracking_uri, **test_facts,
         )
         return _MethodRun(plan=plan, run=run, reusable=reusable, open_folds=set(plan.folds))
 
@@ -229,12 +269,13 @@ class _Driver:
         state.started = True
         for refs in self.hook.avnbench_run_started(run=state.run):
             state.tracking.update(refs or {})
-        self.emit(self.RunEvent(kind="run_started", method=state.run.method, total=len(state.plan.jobs)))
+        self.emit(self._event(state, "run_started", total=len(state.plan.jobs)))
 
-    def _reuse(self, state: _MethodRun, job: FoldJob) -> None:
+    def _reuse(self, state: _MethodRun, step: PlannedStep) -> None:
+        job = step.job
         state.skipped.append(job.fold)
-        self.done.add(fold_key(job.method, job.fold))
-        self.emit(self.RunEvent(kind="fold_skipped", method=job.method, fold=job.fold, total=len(job.val_ids)))
+        self.done.add(step.key)
+        self.emit(self._event(state, "fold_skipped", fold=job.fold, total=len(job.test_ids or job.val_ids)))
         self._fold_result(state, job, state.reusable[job.fold], reused=True)
 
     def _training(self, state: _MethodRun, job: FoldJob, event: TrainingEvent) -> None:
@@ -255,14 +296,16 @@ class _Driver:
             run=state.run, job=job, result=result, metrics=fold_summary.metrics | cost_metrics([result]),
             reused=reused,
         )
-        self.emit(self.RunEvent(kind="fold_finished", method=job.method, fold=job.fold))
+        self.emit(self._event(state, "fold_finished", fold=job.fold))
         state.open_folds.discard(job.fold)
         self._settle(state)
 
     def _fail(self, step: PlannedStep, error: BaseException, quiet: bool = False) -> None:
         """Record a failed (or not run) step; the method's run ends once its other folds settle."""
-        state = self.methods[step.method]
+        state = self._state(step)
         where = f"{step.method} fold {step.fold}" if step.job is not None else f"{step.method} (prepare)"
+        if step.is_test:
+            where += f" tested on {step.job.test_dataset_name}"
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         message = text if isinstance(error, StepNotRun) else f"{where}: {type(error).__name__}: {text}"
         self.failed[step.key] = message
@@ -270,7 +313,7 @@ class _Driver:
         if not quiet:
             state.failures.append(failure)
             self.outcome.failures.append(failure)
-            self.emit(self.RunEvent(kind="fold_failed", method=step.method, fold=step.fold, message=message))
+            self.emit(self._event(state, "fold_failed", fold=step.fold, message=message))
         if step.job is not None:
             state.open_folds.discard(step.fold)
         self._settle(state)
@@ -284,26 +327,32 @@ class _Driver:
             if state.started:
                 _report_abort(self.registry, state.run, state.failures[0].message)
             return
-        from avnbench.runner import RunEvent, RunResult, cost_metrics, summarize
+        from avnbench.runner import RunResult, cost_metrics, summarize
 
         method, card = state.run.method, state.plan.entry.card
-        self.emit(RunEvent(kind="scoring", method=method))
+        self.emit(self._event(state, "scoring"))
         results = [state.results[k] for k in sorted(state.results)]
         rows = [row for r in results for row in r.rows]
         summary = summarize(rows, card.task, card.classes, self.n_bootstrap, self.seed, self.metric_defs)
         metrics = summary.metrics | cost_metrics(results)
         self.hook.avnbench_run_finished(run=state.run, rows=rows, summary=summary, metrics=metrics)
         state.settled = True
-        self.emit(RunEvent(kind="run_finished", method=method))
+        self.emit(self._event(state, "run_finished"))
         dataset = state.plan.dataset
         result = RunResult(
-            method=method, preset=self.preset, dataset=dataset.name, synthetic=dataset.synthetic,
-            run_key=state.plan.run_key, folds=state.plan.folds, skipped_folds=state.skipped, metrics=metrics,
+            method=method, preset=self.preset, dataset=dataset.name,
+            synthetic=dataset.synthetic or bool(state.run.test_dataset_synthetic),
+            test_dataset=state.run.test_dataset_name, run_key=state.plan.run_key, folds=state.plan.folds,
+            skipped_folds=state.skipped, metrics=metrics,
             rows=rows, parent_run_id=state.tracking.get("mlflow.parent_run_id"), tracking=state.tracking,
             notes=list(getattr(summary, "notes", []) or []),
         )
-        self.outcome.results[method] = result
+        (self.outcome.test_results if state.run.is_test else self.outcome.results)[method] = result
         self.on_result(result)
+
+
+def _run_name(method: str, test: bool) -> str:
+    return f"{method}/test" if test else method
 
 
 def _report_abort(registry: Registry, run: RunInfo, reason: str) -> None:

@@ -165,11 +165,15 @@ def _ray_step(step: PlannedStep, entry: Any, mailbox: Any) -> tuple[str, Any]:
 
 
 def _check_visible(step: PlannedStep) -> None:
-    """A DataError naming this node unless the step's dataset and work folder are visible here."""
+    """A DataError naming this node unless the step's dataset (and test dataset) and work folder
+    are visible here."""
     dataset = step.job.dataset_dir if step.job is not None else step.prepare.dataset_dir
     shared = step.job.shared_dir if step.job is not None else step.prepare.shared_dir
     work = shared.parent  # <workdir>/<dataset>, made by the driver before any step is submitted
-    for what, folder in (("dataset folder", dataset), ("work folder", work)):
+    folders = [("dataset folder", dataset), ("work folder", work)]
+    if step.is_test:
+        folders.append(("test dataset folder", step.job.test_dataset_dir))
+    for what, folder in folders:
         if not folder.is_dir():
             import ray
 

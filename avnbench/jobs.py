@@ -5,6 +5,13 @@ key, dataset fingerprint, split hash, fold ids, the plugin's and avnbench's vers
 sha256 digest of its own content. A later run reuses it only if the digest matches and every
 recorded input equals the new job's, so a hand-edited file or one left by other code is
 recomputed rather than reported.
+
+A *test job* (``avnbench run --data A --test-data B``) is a fold job whose fit is the ordinary
+fold-k job on A (its folder ``fit_dir``) and whose cases are every case of another dataset B: it
+records B's name, fingerprint and case ids as inputs (so it is never taken for an in-domain result,
+nor one for it) and the digest of the fit's ``result.json`` it predicted with. In-domain jobs leave
+those fields None, and then they are left out of the digest and the run key, which are therefore
+the same as before test jobs existed.
 """
 
 from __future__ import annotations
@@ -76,14 +83,15 @@ def code_versions(entry: Any) -> CodeVersions:
 
 
 def run_key_for(
-    method: str, preset: str, config: dict[str, Any], fingerprint: str, split_hash: str, code: CodeVersions
+    method: str, preset: str, config: dict[str, Any], fingerprint: str, split_hash: str, code: CodeVersions,
+    test_fingerprint: str | None = None,
 ) -> str:
-    """A short hash naming one (method, resolved config, dataset, split, code versions) combination."""
-    blob = json.dumps(
-        [method, preset, config, fingerprint, split_hash, code.model_dump(mode="json")],
-        sort_keys=True,
-        default=str,
-    )
+    """A short hash naming one (method, resolved config, dataset, split, code versions) combination;
+    ``test_fingerprint``: the dataset a model trained on the folds is tested on (None: its own folds)."""
+    parts: list[Any] = [method, preset, config, fingerprint, split_hash, code.model_dump(mode="json")]
+    if test_fingerprint is not None:  # appended only then, so in-domain keys stay what they were
+        parts.append({"test_dataset_fingerprint": test_fingerprint})
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -109,6 +117,30 @@ class FoldJob(_Strict):
     avnbench_commit: str | None
     plugin_distribution: str | None
     plugin_version: str | None
+    # a test job only (see the module docstring): the dataset tested on and the fit it reuses
+    test_dataset_dir: Path | None = None
+    test_dataset_name: str | None = None
+    test_dataset_fingerprint: str | None = None
+    test_ids: list[str] | None = None
+    fit_dir: Path | None = None
+    fit_run_key: str | None = None
+
+    @property
+    def is_test(self) -> bool:
+        """True for a test job (a fold's model predicting every case of another dataset)."""
+        return self.test_ids is not None
+
+    def fit_job(self) -> "FoldJob":
+        """The ordinary fold job whose fit a test job predicts with (itself for a fold job)."""
+        if not self.is_test:
+            return self
+        return self.model_copy(update={"job_dir": self.fit_dir, "run_key": self.fit_run_key,
+                                       **dict.fromkeys(TEST_FIELDS)})
+
+
+#: The fields only a test job has; None (and out of the digest) for an in-domain job.
+TEST_FIELDS = ("test_dataset_dir", "test_dataset_name", "test_dataset_fingerprint", "test_ids", "fit_dir",
+               "fit_run_key")
 
 
 class FoldInputs(_Strict):
@@ -126,6 +158,9 @@ class FoldInputs(_Strict):
     avnbench_commit: str | None
     plugin_distribution: str | None
     plugin_version: str | None
+    test_dataset_name: str | None = None
+    test_dataset_fingerprint: str | None = None
+    test_ids: list[str] | None = None
 
     @classmethod
     def of(cls, job: FoldJob) -> "FoldInputs":
@@ -145,6 +180,7 @@ class FoldResult(FoldInputs):
     predict_seconds: float
     n_cases: int
     internal_val_ids: list[str]
+    fit_digest: str | None = None  # a test job's: the digest of the fold result whose fit it used
     digest: str = ""
 
     @property
@@ -157,7 +193,9 @@ class FoldResult(FoldInputs):
         Computed on the JSON form (NaN becomes null there), so a result read back from its file
         has the digest it was written with.
         """
-        content = json.loads(self.model_dump_json(exclude={"digest"}))
+        unset = {n for n in ("test_dataset_name", "test_dataset_fingerprint", "test_ids", "fit_digest")
+                 if getattr(self, n) is None}  # an in-domain result digests as it always did
+        content = json.loads(self.model_dump_json(exclude={"digest"} | unset))
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -4,7 +4,9 @@
 the runner, the conformance kit and the benchmarks alike); :func:`fold_cases` carves each job's
 training cases; :func:`method_for_fit` and :func:`method_for_predict` make the two instances a
 job uses; :func:`order_methods` orders methods by what their cards say they build on;
-:func:`plan_invocation` plans a whole ``avnbench run`` (several methods) as one graph of steps.
+:func:`plan_invocation` plans a whole ``avnbench run`` (several methods) as one graph of steps;
+with a test dataset (``--test-data``) it adds, after each fold job, a test job that predicts every
+case of the test dataset with that fold's model (:func:`check_test_dataset`, :func:`plan_test_jobs`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from avnbench.data.dataset import Case, Dataset, load_dataset
+from avnbench.data.dataset import Case, Dataset, Geometry, load_dataset
 from avnbench.data.splits import SplitsMeta, carve_validation, ensure_splits
-from avnbench.errors import ConfigError, PluginError
+from avnbench.errors import ConfigError, DataError, PluginError
 from avnbench.jobs import FoldJob, code_versions, run_key_for
 from avnbench.overrides import resolve_config
 from avnbench.methods import JobContext, JobResources, Method, PrepareContext, TrainingListener, TrainingLog
 from avnbench.plugins import Registry, load_registry
-from avnbench.workfolder import job_dir_for, shared_dir_for
+from avnbench.workfolder import job_dir_for, job_dir_for_test, shared_dir_for
 
 VALIDATION_FRACTION = 0.2
 
@@ -61,6 +63,7 @@ class RunPlan:
     run_key: str
     folds: list[int]
     jobs: list[FoldJob]
+    test_dataset: Dataset | None = None  # a test run's: the dataset every fold's model predicts
 
 
 def plan_fold_jobs(
@@ -118,6 +121,70 @@ def plan_fold_jobs(
         for k in selected
     ]
     return RunPlan(entry, dataset, split_meta, config_dict, dev, key, selected, jobs)
+
+
+def check_test_dataset(train: Dataset, test_dir: Path) -> Dataset:
+    """The dataset at ``test_dir``, checked to be a test set for models trained on ``train``.
+
+    It must be an avnbench dataset with a reference label map for every case (no split needed),
+    other than ``train``, with the same labels and number of channels in ``dataset.json``, and
+    every image and label map readable, on the grid ``cases.json`` gives, labels in {0, 1, 2}.
+    Each problem is a one-line DataError (ConfigError for the same dataset twice) naming the file.
+    """
+    from avnbench.data.image_checks import geometry_mismatch, grid_mismatch
+    from avnbench.data.imageio import read_image
+
+    test = load_dataset(test_dir)
+    if test.fingerprint == train.fingerprint:
+        raise ConfigError(f"--test-data {test_dir} is the dataset of --data itself ({train.name}); drop --test-data "
+                          "to score its folds, or pass another dataset")
+    a, b = train.dataset_json, test.dataset_json
+    where = test.root / "dataset.json"
+    if dict(b.labels) != dict(a.labels):
+        raise DataError(f"{where}: labels {dict(b.labels)} differ from {dict(a.labels)} of {train.name}; a model "
+                        "can only be tested on the labels it was trained for")
+    if len(b.channel_names) != len(a.channel_names):
+        raise DataError(f"{where}: {len(b.channel_names)} channel(s) where {train.name} has {len(a.channel_names)}")
+    if not test.cases:
+        raise DataError(f"{test.root / 'cases.json'}: no cases to test on")
+    for case in test.cases:
+        image = read_image(case.image_path, kind="image")
+        label = read_image(case.label_path, kind="label")
+        problem = geometry_mismatch(case.meta.geometry, Geometry.of(image))
+        if problem:
+            raise DataError(f"{case.image_path}: image grid differs from cases.json: {problem}")
+        problem = grid_mismatch(image, label)
+        if problem:
+            raise DataError(f"{case.label_path}: label map is not on the image's grid: {problem}")
+    return test
+
+
+def plan_test_jobs(plan: RunPlan, test: Dataset, workdir: Path) -> RunPlan:
+    """The test run of ``plan``: per fold job, a test job that predicts every case of ``test``
+    with the model that fold job fits (in its folder, ``fit_dir``), in its own folder
+    (:func:`~avnbench.workfolder.job_dir_for_test`), under a run key that names ``test``."""
+    if not plan.jobs:
+        return RunPlan(plan.entry, plan.dataset, plan.split_meta, plan.config, plan.device, plan.run_key, [], [],
+                       test_dataset=test)
+    first = plan.jobs[0]
+    key = run_key_for(first.method, first.preset, plan.config, plan.dataset.fingerprint, plan.split_meta.sha256,
+                      code_versions(plan.entry), test_fingerprint=test.fingerprint)
+    jobs = [
+        job.model_copy(update={
+            "job_dir": job_dir_for_test(workdir, plan.dataset.name, job.method, job.preset, job.fold,
+                                        test.name).resolve(),
+            "run_key": key,
+            "test_dataset_dir": test.root.resolve(),
+            "test_dataset_name": test.name,
+            "test_dataset_fingerprint": test.fingerprint,
+            "test_ids": [c.case_id for c in test.cases],
+            "fit_dir": job.job_dir,
+            "fit_run_key": job.run_key,
+        })
+        for job in plan.jobs
+    ]
+    return RunPlan(plan.entry, plan.dataset, plan.split_meta, plan.config, plan.device, key, plan.folds, jobs,
+                   test_dataset=test)
 
 
 def fold_cases(job: FoldJob, dataset: Dataset) -> tuple[list[Case], list[Case], list[Case]]:
@@ -229,21 +296,28 @@ class PlannedStep:
     def fold(self) -> int | None:
         return self.job.fold if self.job is not None else None
 
+    @property
+    def is_test(self) -> bool:
+        """A test job: a fold's model predicting every case of the test dataset."""
+        return self.job is not None and self.job.is_test
+
 
 @dataclass(frozen=True)
 class InvocationPlan:
     """Every method's :class:`RunPlan` and every step, in an order that respects ``after``
-    (methods by :func:`order_methods`, each one's prepare step before its folds)."""
+    (methods by :func:`order_methods`, each one's prepare step before its folds, its test jobs
+    after them); ``test_runs``: each method's test run, when a test dataset was given."""
 
     methods: list[str]
     runs: dict[str, RunPlan]
     steps: list[PlannedStep]
+    test_runs: dict[str, RunPlan] | None = None
 
     def step(self, key: str) -> PlannedStep:
         return next(s for s in self.steps if s.key == key)
 
     def fold_steps(self, method: str) -> list[PlannedStep]:
-        return [s for s in self.steps if s.method == method and s.job is not None]
+        return [s for s in self.steps if s.method == method and s.job is not None and not s.is_test]
 
 
 def fold_key(method: str, fold: int) -> str:
@@ -262,6 +336,7 @@ def plan_invocation(
     registry: Registry | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     gpus_elsewhere: bool = False,
+    test_dataset_dir: Path | None = None,
 ) -> InvocationPlan:
     """The steps of running ``method_names`` on one dataset: each method's fold jobs (as
     :func:`plan_fold_jobs` makes them) and prepare step, with their dependencies.
@@ -270,7 +345,9 @@ def plan_invocation(
     ``builds_on``, transitively) that is part of the invocation, and after M's prepare step if M
     has one (:meth:`Method.prepare`); methods inheriting the same ``prepare`` share one step.
     ``overrides`` maps a method name to its config overrides; ``gpus_elsewhere``: see
-    :func:`resolve_device`.
+    :func:`resolve_device`. With ``test_dataset_dir`` (checked by :func:`check_test_dataset`), every
+    fold job is followed by its test job (key ``<method>/fold_<k>/test``, after ``<method>/fold_<k>``),
+    which predicts every case of that dataset with the fold's model.
     """
     registry = registry or load_registry()
     ordered = order_methods(method_names, registry)
@@ -279,6 +356,10 @@ def plan_invocation(
                              (overrides or {}).get(name), gpus_elsewhere)
         for name in ordered
     }
+    test_runs = None
+    if test_dataset_dir is not None and ordered:
+        test = check_test_dataset(runs[ordered[0]].dataset, Path(test_dataset_dir))
+        test_runs = {name: plan_test_jobs(runs[name], test, workdir) for name in ordered}
     steps: list[PlannedStep] = []
     prepare_of: dict[tuple[Any, Path], str] = {}  # (prepare function, shared folder) -> its step
     for name in ordered:
@@ -307,7 +388,10 @@ def plan_invocation(
             ]
             steps.append(PlannedStep(key=fold_key(name, job.fold), method=name, resources=resources,
                                      after=tuple(after), job=job, device=plan.device))
-    return InvocationPlan(methods=ordered, runs=runs, steps=steps)
+        for job in (test_runs[name].jobs if test_runs else []):
+            steps.append(PlannedStep(key=fold_key(name, job.fold) + "/test", method=name, resources=resources,
+                                     after=(fold_key(name, job.fold),), job=job, device=plan.device))
+    return InvocationPlan(methods=ordered, runs=runs, steps=steps, test_runs=test_runs)
 
 
 def _builds_on(name: str, registry: Registry) -> list[str]:

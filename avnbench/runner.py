@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from avnbench.data.dataset import Case, load_dataset
-from avnbench.errors import PluginError
+from avnbench.errors import DataError, PluginError
 from avnbench.jobs import (  # noqa: F401  (re-exported: the runner's public names)
     RESULT_FILE,
     CodeVersions,
@@ -83,11 +83,13 @@ class RunEvent(_Strict):
     when the method does not say) and ``values`` = its losses and validation scores. A ``warning``
     has ``message``: one line for the user, e.g. why a saved fold result was not reused; so has
     ``fold_failed`` (the method, fold and error; under ``--executor ray`` the other folds go on).
-    ``preparing``/``prepared`` frame a method's once-per-dataset prepare step.
+    ``preparing``/``prepared`` frame a method's once-per-dataset prepare step. Reports of a test
+    run (``--test-data``) name its dataset in ``test_dataset``.
     """
 
     kind: str
     method: str
+    test_dataset: str | None = None
     fold: int | None = None
     total: int | None = None
     done: int | None = None
@@ -106,6 +108,8 @@ class RunResult(_Strict):
     preset: str
     dataset: str
     synthetic: bool
+    test_dataset: str | None = Field(default=None, description="a test run's: the dataset every fold's model "
+                                     "predicted (``dataset`` is the one it was trained on)")
     run_key: str
     folds: list[int]
     skipped_folds: list[int]
@@ -130,23 +134,20 @@ def run_fold_job(
 ) -> FoldResult:
     """Fit on the fold's training cases, predict its validation cases, save and score them.
 
+    A test job (``job.is_test``) fits nothing: it predicts every case of its test dataset with
+    the model its fold job left in ``job.fit_dir`` (the same sealed cases, checks and scoring).
     ``fit`` runs on one instance; ``predict`` on a fresh one without context, on sealed
     :class:`PredictCase` cases; scoring uses the full cases here. A method that breaks the
     protocol raises :class:`PluginError` and leaves no ``result.json``. ``on_prediction`` gets
     every checked prediction with its case (the conformance kit keeps them);
     ``training_listener`` each :class:`TrainingEvent` the method reports while it fits.
     """
-    from avnbench.data import predictions as pred_io
-    from avnbench.reporting.report_roc import (
-        ROC_FILE,
-        head_probability_counts,
-        write_fold_counts,
-    )
-
     registry = registry or load_registry()
     entry = registry.get(job.method)
-    dataset = load_dataset(job.dataset_dir)
     emit = progress or (lambda e: None)
+    if job.is_test:
+        return _run_test_job(job, entry, emit, on_prediction)
+    dataset = load_dataset(job.dataset_dir)
     fit_train, fit_val, val_cases = fold_cases(job, dataset)
 
     job.job_dir.mkdir(parents=True, exist_ok=True)
@@ -158,39 +159,7 @@ def run_fold_job(
     fit_seconds = time.perf_counter() - t0
     emit(RunEvent(kind="fitted", method=job.method, fold=job.fold, message=f"{fit_seconds:.1f}s"))
 
-    predictor = method_for_predict(entry.cls, job)
-    sealed = stage_predict_cases(job, val_cases, entry.card.uses_landmarks)
-    rows: list[dict[str, Any]] = []
-    predict_seconds = 0.0
-    # P(head) histograms per case for the voxel ROC of the report (seed 003), from the checked
-    # prediction and the reference, never inside predict
-    roc_counts: dict[str, dict] = {}
-    (job.job_dir / "artifacts" / ROC_FILE).unlink(missing_ok=True)
-    try:
-        iterator = guarded_predictions(job.method, lambda: predictor.predict(sealed, job.job_dir, job.device))
-        for i, case in enumerate(val_cases):
-            t0 = time.perf_counter()
-            prediction = next(iterator, _END)
-            predict_seconds += time.perf_counter() - t0
-            if prediction is _END:
-                raise PluginError(f"method {job.method!r} yielded {i} predictions for {len(val_cases)} cases")
-            check_prediction(job.method, entry.card.task, prediction, case, entry.card.classes)
-            pred_io.save_prediction(prediction, case, job.job_dir / PREDICTIONS_DIR)
-            row = score_prediction(prediction, case, entry.card.classes)
-            row.update(case_id=case.case_id, patient_id=case.patient_id, fold=job.fold)
-            rows.append(row)
-            if isinstance(prediction, SegmentationPrediction) and prediction.probabilities is not None:
-                roc_counts[case.case_id] = head_probability_counts(prediction.probabilities, case.label_array())
-            if on_prediction is not None:
-                on_prediction(prediction, case)
-            emit(RunEvent(kind="case_predicted", method=job.method, fold=job.fold, done=i + 1, total=len(val_cases)))
-        if next(iterator, _END) is not _END:
-            raise PluginError(f"method {job.method!r} yielded more predictions than its {len(val_cases)} cases")
-    finally:
-        shutil.rmtree(job.job_dir / INPUTS_DIR, ignore_errors=True)
-    if roc_counts:
-        write_fold_counts(job.job_dir / "artifacts" / ROC_FILE, roc_counts)
-
+    rows, predict_seconds = _predict_and_score(job, entry, val_cases, job.job_dir, emit, on_prediction)
     result = FoldResult(
         **FoldInputs.of(job).model_dump(),
         rows=rows,
@@ -201,6 +170,78 @@ def run_fold_job(
     )
     save_result(result, job.job_dir)
     return result.sealed()
+
+
+def _run_test_job(job: FoldJob, entry: Any, emit: ProgressCallback, on_prediction: PredictionCallback | None
+                  ) -> FoldResult:
+    """Predict every case of the test dataset with the model the job's fold job fitted (its
+    ``fit_dir``, which must hold that job's finished result), then save and score them."""
+    fit = load_finished(job.fit_job())
+    if fit is None:
+        raise DataError(f"{job.fit_dir}: fold {job.fold} of {job.method} has no finished result whose model could be "
+                        "tested; run the same command again to fit it")
+    test = load_dataset(job.test_dataset_dir)
+    if test.fingerprint != job.test_dataset_fingerprint:
+        raise DataError(f"{test.root}: the test dataset changed after the run was planned; run the command again")
+    cases = test.subset(job.test_ids)
+    job.job_dir.mkdir(parents=True, exist_ok=True)
+    (job.job_dir / RESULT_FILE).unlink(missing_ok=True)
+    rows, predict_seconds = _predict_and_score(job, entry, cases, job.fit_dir, emit, on_prediction)
+    result = FoldResult(
+        **FoldInputs.of(job).model_dump(),
+        rows=rows,
+        fit_seconds=fit.fit_seconds,  # what training the tested model cost (in its fold job)
+        predict_seconds=predict_seconds,
+        n_cases=len(cases),
+        internal_val_ids=fit.internal_val_ids,
+        fit_digest=fit.digest,
+    )
+    save_result(result, job.job_dir)
+    return result.sealed()
+
+
+def _predict_and_score(job: FoldJob, entry: Any, cases: list[Case], model_dir: Path, emit: ProgressCallback,
+                       on_prediction: PredictionCallback | None) -> tuple[list[dict[str, Any]], float]:
+    """``predict`` on a fresh instance with the model in ``model_dir``, on sealed copies of
+    ``cases`` staged in the job's folder; every prediction checked, saved there and scored
+    against its case's reference. Returns the per-case rows and the seconds spent in predict."""
+    from avnbench.data import predictions as pred_io
+    from avnbench.evaluation.voxel_roc import ROC_FILE, head_probability_counts, write_fold_counts
+
+    predictor = method_for_predict(entry.cls, job)
+    sealed = stage_predict_cases(job, cases, entry.card.uses_landmarks)
+    rows: list[dict[str, Any]] = []
+    predict_seconds = 0.0
+    # P(head) histograms per case for the voxel ROC of the report (seed 003), from the checked
+    # prediction and the reference, never inside predict
+    roc_counts: dict[str, dict] = {}
+    (job.job_dir / "artifacts" / ROC_FILE).unlink(missing_ok=True)
+    try:
+        iterator = guarded_predictions(job.method, lambda: predictor.predict(sealed, model_dir, job.device))
+        for i, case in enumerate(cases):
+            t0 = time.perf_counter()
+            prediction = next(iterator, _END)
+            predict_seconds += time.perf_counter() - t0
+            if prediction is _END:
+                raise PluginError(f"method {job.method!r} yielded {i} predictions for {len(cases)} cases")
+            check_prediction(job.method, entry.card.task, prediction, case, entry.card.classes)
+            pred_io.save_prediction(prediction, case, job.job_dir / PREDICTIONS_DIR)
+            row = score_prediction(prediction, case, entry.card.classes)
+            row.update(case_id=case.case_id, patient_id=case.patient_id, fold=job.fold)
+            rows.append(row)
+            if isinstance(prediction, SegmentationPrediction) and prediction.probabilities is not None:
+                roc_counts[case.case_id] = head_probability_counts(prediction.probabilities, case.label_array())
+            if on_prediction is not None:
+                on_prediction(prediction, case)
+            emit(RunEvent(kind="case_predicted", method=job.method, fold=job.fold, done=i + 1, total=len(cases),
+                          test_dataset=job.test_dataset_name))
+        if next(iterator, _END) is not _END:
+            raise PluginError(f"method {job.method!r} yielded more predictions than its {len(cases)} cases")
+    finally:
+        shutil.rmtree(job.job_dir / INPUTS_DIR, ignore_errors=True)
+    if roc_counts:
+        write_fold_counts(job.job_dir / "artifacts" / ROC_FILE, roc_counts)
+    return rows, predict_seconds
 
 
 def score_prediction(
@@ -278,6 +319,8 @@ def run_benchmark(
     progress: ProgressCallback | None = None,
     n_bootstrap: int = 1000,
     config_overrides: dict[str, Any] | None = None,
+    test_dataset_dir: Path | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
 ) -> RunResult:
     """Run one method on all (or some) folds of a dataset, reporting each step to the plugins.
 
@@ -297,6 +340,10 @@ def run_benchmark(
         n_bootstrap: bootstrap resamples for confidence intervals.
         config_overrides: config field values on top of the preset (``--set``/``--config``),
             validated against the method's ``Config``; they enter the run key and the params.
+        test_dataset_dir: another dataset (``--test-data``): each fold's model also predicts all of
+            its cases, scored and tracked as a run of its own (trained on ``dataset_dir``, tested on
+            this one), which is then what is returned.
+        on_result: called with each :class:`RunResult` as it is in (the folds' run, then the test run).
     """
     from avnbench.driver import run_invocation
     from avnbench.executors import LocalExecutor
@@ -304,7 +351,8 @@ def run_benchmark(
     outcome = run_invocation(
         [method], dataset_dir, workdir, preset, folds, device, seed, tracking_uri, registry, progress,
         n_bootstrap, {method: config_overrides} if config_overrides else None, executor=LocalExecutor(),
+        on_result=on_result, test_dataset_dir=test_dataset_dir,
     )
     if outcome.failures:  # the fold's own exception, as when the fold ran inline
         raise outcome.failures[0].exception
-    return outcome.results[method]
+    return outcome.test_results[method] if test_dataset_dir is not None else outcome.results[method]

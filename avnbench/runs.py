@@ -44,13 +44,22 @@ class RunInfo(BaseModel):
     )
     seed: int
     device: Literal["cpu", "cuda"]
-    run_key: str = Field(description="hash of (method, preset, config, dataset fingerprint, split)")
+    run_key: str = Field(description="hash of (method, preset, config, dataset fingerprint, split, and a test "
+                         "run's test dataset fingerprint)")
     tracking_uri: str | None = Field(default=None, description="MLflow store; None: no MLflow tracking")
     source: Literal["avnbench", "external"] = Field(
         default="avnbench",
         description="avnbench: fitted and predicted by avnbench; external: label maps made elsewhere, "
         "scored by ``avnbench score --name``",
     )
+    test_dataset_name: str | None = Field(
+        default=None, description="a test run (--test-data): the dataset every fold's model predicted, all of "
+        "its cases; the dataset_* fields name the one the models were trained on. None: validation folds",
+    )
+    test_dataset_fingerprint: str | None = None
+    test_dataset_synthetic: bool | None = None
+    test_dataset_root: Path | None = None
+    test_cases: int | None = Field(default=None, description="a test run: the number of test dataset cases")
     predictions_dir: Path | None = Field(
         default=None, description="external runs: the folder of their label maps; None: each fold's "
         "``job_dir/predictions``",
@@ -59,6 +68,16 @@ class RunInfo(BaseModel):
     def predictions_of(self, job_dir: Path) -> Path:
         """The folder holding a fold's ``{case}.nii.gz`` label maps."""
         return self.predictions_dir if self.predictions_dir is not None else job_dir / "predictions"
+
+    @property
+    def is_test(self) -> bool:
+        """True for a test run: trained on the dataset's folds, scored on another dataset."""
+        return self.test_dataset_name is not None
+
+    @property
+    def scored_root(self) -> Path:
+        """The dataset whose reference labels the predictions were scored against."""
+        return self.test_dataset_root if self.test_dataset_root is not None else self.dataset_root
 
     @property
     def selection_key(self) -> str:

@@ -1,7 +1,9 @@
 """The work folder: where each job's files go, the images staged for ``predict``, the lock.
 
-``<workdir>/<dataset>/`` holds one folder per job (``<method>/<preset>/fold_<k>``), a folder
-shared by the jobs on that dataset (``_shared``) and ``.lock``, held by the run using it.
+``<workdir>/<dataset>/`` holds one folder per job (``<method>/<preset>/fold_<k>``), a folder per
+test job (``<method>/<preset>/test-<other dataset>/fold_<k>``: fold k's model on every case of
+another dataset), a folder shared by the jobs on that dataset (``_shared``) and ``.lock``, held by
+the run using it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ INPUTS_DIR = "inputs"
 def job_dir_for(workdir: Path, dataset_name: str, method: str, preset: str, fold: int) -> Path:
     """``<workdir>/<dataset>/<method>/<preset>/fold_<k>``."""
     return Path(workdir) / dataset_name / method / preset / f"fold_{fold}"
+
+
+def job_dir_for_test(workdir: Path, dataset_name: str, method: str, preset: str, fold: int,
+                     test_dataset_name: str) -> Path:
+    """``<workdir>/<dataset>/<method>/<preset>/test-<test dataset>/fold_<k>``: beside the fold
+    folders, not inside one, so that a method clearing its own fit folder never touches it."""
+    return Path(workdir) / dataset_name / method / preset / f"test-{test_dataset_name}" / f"fold_{fold}"
 
 
 def shared_dir_for(workdir: Path, dataset_name: str) -> Path:

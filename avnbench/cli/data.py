@@ -41,22 +41,35 @@ def split_cmd(dataset_dir: Path, folds: int, seed: int, force: bool) -> None:
 @click.option("--force", is_flag=True,
               help="Write into a non-empty folder, overwriting its dataset files (and removing "
                    "an earlier phantom's extra cases and its split).")
-def synth_cmd(out: Path, cases: int, seed: int, shape: tuple[int, int, int], force: bool) -> None:
+@click.option("--domain", default="t1", show_default=True, metavar="NAME",
+              help="Acquisition domain: t1 (3-D T1 VIBE, 3 T), t1fs (fat-suppressed T1) or "
+                   "t1-1p5t (T1 at 1.5 T: coarser, noisier); named in the dataset's name.")
+def synth_cmd(out: Path, cases: int, seed: int, shape: tuple[int, int, int], force: bool,
+              domain: str) -> None:
     """Generate the synthetic AVN hip MRI phantom (nnU-Net raw layout + cases.json)."""
     from collections import Counter
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     from rich.table import Table
 
     from avnbench.cli.display import console
     from avnbench.data.phantom import check_shape, synthesize
+    from avnbench.data.phantom.domains import get_domain
 
-    check_shape(shape)  # refuse a bad shape before drawing a progress bar
+    check_shape(shape)  # refuse a bad shape or domain before drawing a progress bar
+    get_domain(domain)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("synthesizing phantom", total=max(cases, 0))
         dataset = synthesize(out, n_cases=cases, seed=seed, shape=tuple(shape), force=force,
-                             progress=lambda done, total: bar.update(task, completed=done))
+                             progress=lambda done, total: bar.update(task, completed=done),
+                             domain=domain)
 
     metas = [c.meta for c in dataset.cases]
     table = Table(title=f"{dataset.name} (synthetic phantom) in {dataset.root}")

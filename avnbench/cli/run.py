@@ -29,10 +29,13 @@ def builtin_phantom(device: str, cases: int | None, shape: tuple[int, int, int] 
     """
     from avnbench.data.dataset import load_dataset
     from avnbench.data.phantom import synthesize
+    from avnbench.data.phantom.plan import dataset_name
 
     n_default, shape_default = GPU_PHANTOM if device == "cuda" else CPU_PHANTOM
     n, shp = cases or n_default, tuple(shape or shape_default)
-    folder = default_cache_dir() / "datasets" / f"phantom-n{n}-s0-{'x'.join(map(str, shp))}"
+    # named as the dataset is (generator version included), so a new phantom version is generated
+    # anew instead of an older one being reused from the cache
+    folder = default_cache_dir() / "datasets" / dataset_name(n, 0, shp)
     if not (folder / "cases.json").exists():
         tmp = folder.with_name(folder.name + ".partial")
         synthesize(tmp, n_cases=n, seed=0, shape=shp, force=True, progress=progress)
@@ -80,6 +83,10 @@ def collect_overrides(registry, names, set_items, config_file, cpu_threads, num_
               help="Method name (repeatable), or 'all' for every registered method.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
               help="Dataset folder. Default: the built-in phantom, generated once into the cache.")
+@click.option("--test-data", "test_data_dir", type=click.Path(path_type=Path), default=None,
+              help="Another dataset (same labels; no split needed): each fold's model, trained on --data, also "
+              "predicts all of its cases, scored and logged as a run of its own (experiment <data>--test-<test>). "
+              "See docs/domains.md.")
 @click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True)
 @click.option("--folds", default=None, help="Folds to run, e.g. 0 or 0,2. Default: all.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -105,21 +112,24 @@ def collect_overrides(registry, names, set_items, config_file, cpu_threads, num_
 @click.option("--ray-address", default=None, metavar="auto|HOST:PORT",
               help="--executor ray: join this Ray cluster ('auto': the one 'ray start' made on this machine). "
               "Default: start a local Ray sized to this machine.")
-def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, seed, phantom_cases, phantom_shape,
-        bootstrap, set_items, config_file, cpu_threads, num_workers, executor_name, ray_address):
+def run(method_names, data_dir, test_data_dir, preset, folds, device, workdir, tracking_uri, seed, phantom_cases,
+        phantom_shape, bootstrap, set_items, config_file, cpu_threads, num_workers, executor_name, ray_address):
     """Fit and predict METHOD on every fold of a dataset, score it and log it to MLflow.
 
-    Re-running the same command resumes: folds already finished are skipped.
+    With --test-data, each fold's model is also scored on every case of that dataset (train on
+    one dataset, test on another). Re-running the same command resumes: folds already finished
+    are skipped.
     """
-    from avnbench.cli.display import console, err_console, result_table, run_progress
+    from avnbench.cli.display import console, err_console, run_progress
     from avnbench.cli.methods import print_plugin_problems
     from avnbench.data.dataset import load_dataset
     from avnbench.data.splits import ensure_splits
     from avnbench.errors import AvnbenchError
+    from avnbench.planning import check_test_dataset
     from avnbench.plugins import load_registry
     from avnbench.runner import order_methods, resolve_device, run_benchmark
     from avnbench.workfolder import check_work_folder
-    from avnbench.reporting.tracking import REUSED_REF, client_for, default_tracking_uri
+    from avnbench.reporting.tracking import client_for, default_tracking_uri
 
     from avnbench.executors import make_executor
 
@@ -139,7 +149,11 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
             data_dir = builtin_phantom(dev, phantom_cases, phantom_shape,
                                        progress=lambda done, total: progress.update(task, completed=done, total=total))
     # A bad dataset, split or work folder fails here, before anything is written anywhere.
-    ensure_splits(load_dataset(data_dir))
+    train_dataset = load_dataset(data_dir)
+    ensure_splits(train_dataset)
+    if test_data_dir is not None:
+        test_dataset = check_test_dataset(train_dataset, test_data_dir)
+        console.print(f"testing every fold's model on all {len(test_dataset)} cases of {test_dataset.name}")
     check_work_folder(workdir)
     uri = tracking_uri or default_tracking_uri()
     client_for(uri)  # a store that cannot be opened fails here, in one line, before any training
@@ -147,45 +161,68 @@ def run(method_names, data_dir, preset, folds, device, workdir, tracking_uri, se
     if executor_name != "local":
         overrides_by_method = {name: overrides.for_method(name, registry.get(name).cls.Config) for name in names}
         return _run_on(executor, names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, bootstrap,
-                       overrides_by_method)
+                       overrides_by_method, test_data_dir)
     failures = []
     for name in names:
+        results = []  # the folds' run, then (with --test-data) the test run
         try:
             with run_progress() as progress:
-                result = run_benchmark(
+                run_benchmark(
                     name, data_dir, workdir, preset=preset, folds=fold_list, device=dev, seed=seed,
-                    tracking_uri=uri, registry=registry, progress=progress.on_event, n_bootstrap=bootstrap,
+                    tracking_uri=uri, registry=registry, progress=labelled(progress.on_event), n_bootstrap=bootstrap,
                     config_overrides=overrides.for_method(name, registry.get(name).cls.Config),
+                    test_dataset_dir=test_data_dir, on_result=results.append,
                 )
         except AvnbenchError as e:
+            for result in results:  # a run that finished before the error still shows
+                show_result(result)
             if len(names) == 1:
                 raise
             failures.append(name)
             err_console.print(f"[red]error:[/red] {name}: {e}")
             continue
-        console.print(result_table(result))
-        if result.tracking.get(REUSED_REF) == "true":
-            console.print(f"nothing new computed: MLflow run {result.parent_run_id} already holds these results")
+        for result in results:
+            show_result(result)
     if failures:
         raise click.ClickException(f"{len(failures)} method(s) failed: {', '.join(failures)}")
 
 
-def _run_on(executor, names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, bootstrap, overrides):
-    """Every method as one plan on ``executor``: tables as methods finish, each failed job in one line."""
-    from avnbench.cli.display import console, err_console, result_table
-    from avnbench.driver import run_invocation
-
+def show_result(result) -> None:
+    """A run's table of headline metrics (a test run's title names both datasets)."""
+    from avnbench.cli.display import console, result_table
     from avnbench.reporting.tracking import REUSED_REF
 
-    def show(result) -> None:
-        console.print(result_table(result))
-        if result.tracking.get(REUSED_REF) == "true":
-            console.print(f"nothing new computed: MLflow run {result.parent_run_id} already holds these results")
+    table = result_table(result)
+    if result.test_dataset is not None:
+        tag = " (SYNTHETIC PHANTOM)" if result.synthetic else ""
+        table.title = escape(f"{result.method} [{result.preset}] trained on {result.dataset}, tested on all cases "
+                             f"of {result.test_dataset}{tag}: models of folds {result.folds}")
+    console.print(table)
+    if result.tracking.get(REUSED_REF) == "true":
+        console.print(f"nothing new computed: MLflow run {result.parent_run_id} already holds these results")
+
+
+def labelled(on_event):
+    """``on_event`` with a test run's reports under ``<method> → <test dataset>``, so that its
+    lines and bars are not taken for the validation folds'."""
+    def forward(event) -> None:
+        if event.test_dataset is not None:
+            event = event.model_copy(update={"method": f"{event.method} → {event.test_dataset}"})
+        on_event(event)
+
+    return forward
+
+
+def _run_on(executor, names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, bootstrap, overrides,
+            test_data_dir=None):
+    """Every method as one plan on ``executor``: tables as methods finish, each failed job in one line."""
+    from avnbench.cli.display import console, err_console
+    from avnbench.driver import run_invocation
 
     console.print(f"executor: {executor.name}; {len(names)} method(s): {', '.join(names)}")
     outcome = run_invocation(
-        names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, EventLines(console), bootstrap,
-        overrides, executor=executor, on_result=show,
+        names, data_dir, workdir, preset, fold_list, dev, seed, uri, registry, labelled(EventLines(console)), bootstrap,
+        overrides, executor=executor, on_result=show_result, test_dataset_dir=test_data_dir,
     )
     for failure in outcome.failures:
         err_console.print(f"[red]error:[/red] {escape(failure.message)}")

@@ -1,8 +1,10 @@
 """Leaderboard rows read from MLflow, and which of them can be compared.
 
 A row is one finished parent run, identified by method, preset, plugin version, dataset
-fingerprint, split hash and fold set (the latest finished run of each identity is kept). Rows are
-comparable only on the same dataset fingerprint, split hash and fold set: the board's main
+fingerprint, split hash, fold set and test dataset (``--test-data``; none for validation folds; the
+latest finished run of each identity is kept). Rows are comparable only on the same dataset
+fingerprint, split hash, fold set and test dataset (test runs have experiments, hence boards, of
+their own, ``<train>--test-<test>``, so they meet validation rows only if put there by hand): the board's main
 comparison is the comparable group with the most methods (then the most hips, then the most
 recent run); every other row is listed apart, with the reason it is not compared.
 """
@@ -36,6 +38,7 @@ class BoardRow(BaseModel):
     plugin_version: str = ""
     dataset_fingerprint: str = ""
     split_sha256: str = ""
+    test_dataset_fingerprint: str = Field(default="", description="a test run's (--test-data); '' for validation folds")
     start_time_ms: int = 0
     avnbench_version: str = ""
     git_commit: str = ""
@@ -53,12 +56,13 @@ class BoardRow(BaseModel):
 
     @property
     def identity(self) -> tuple[str, ...]:
-        return (self.method, self.preset, self.plugin_version, self.dataset_fingerprint, self.split_sha256, self.folds)
+        return (self.method, self.preset, self.plugin_version, self.dataset_fingerprint, self.split_sha256, self.folds,
+                self.test_dataset_fingerprint)
 
     @property
-    def comparison_key(self) -> tuple[str, str, str]:
-        """Rows with equal keys ran on the same data, split and folds."""
-        return (self.dataset_fingerprint, self.split_sha256, self.folds)
+    def comparison_key(self) -> tuple[str, ...]:
+        """Rows with equal keys ran on the same data, split and folds (and were tested on the same data)."""
+        return (self.dataset_fingerprint, self.split_sha256, self.folds, self.test_dataset_fingerprint)
 
     @property
     def label(self) -> str:
@@ -72,7 +76,9 @@ class BoardRow(BaseModel):
 
     @property
     def n_hips(self) -> int:
-        return len({str(c.get("case_id")) for c in self.cases}) if self.cases else int(self.metrics.get("n_cases", 0))
+        if not self.cases:
+            return int(self.metrics.get("n_cases", 0))
+        return len({str(c.get("hip_id", c.get("case_id"))) for c in self.cases})
 
     @property
     def n_patients(self) -> int | None:
@@ -158,14 +164,20 @@ def _read_cases(client, run_id: str) -> list[dict[str, Any]]:
         except Exception:  # noqa: BLE001  (a run without its per-case table: no ranks or tests for it)
             return []
         frame = pd.read_csv(path, dtype={"case_id": str, "patient_id": str})
-        return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    if "fold" in frame.columns and frame["case_id"].duplicated().any():
+        # a test run (--test-data) scores each hip once per fold's model: methods are paired on
+        # (fold model, hip), while n_hips still counts hips
+        for r in records:
+            r["hip_id"], r["case_id"] = r["case_id"], f"{r['case_id']}@fold{r['fold']}"
+    return records
 
 
 def _identity(run) -> tuple[str, ...]:
     params, tags = run.data.params, run.data.tags
     return (params["method"], params.get("preset", "?"), tags.get("avnbench.plugin.version", ""),
             params.get("dataset_fingerprint", tags.get("avnbench.dataset.fingerprint", "")),
-            params.get("split_sha256", ""), params.get("folds", ""))
+            params.get("split_sha256", ""), params.get("folds", ""), params.get("test_dataset_fingerprint", ""))
 
 
 def _row(run, client, registry) -> BoardRow:
@@ -181,6 +193,7 @@ def _row(run, client, registry) -> BoardRow:
         plugin_version=tags.get("avnbench.plugin.version", ""),
         dataset_fingerprint=params.get("dataset_fingerprint", tags.get("avnbench.dataset.fingerprint", "")),
         split_sha256=params.get("split_sha256", ""),
+        test_dataset_fingerprint=params.get("test_dataset_fingerprint", ""),
         start_time_ms=int(run.info.start_time or 0),
         avnbench_version=tags.get("avnbench.version", ""),
         git_commit=tags.get("mlflow.source.git.commit", tags.get("git.commit", "")),
@@ -191,8 +204,11 @@ def _row(run, client, registry) -> BoardRow:
     )
 
 
-def _why_apart(row: BoardRow, main: tuple[str, str, str]) -> str:
-    fingerprint, split, folds = main
+def _why_apart(row: BoardRow, main: tuple[str, ...]) -> str:
+    fingerprint, split, folds, tested_on = main
+    if row.test_dataset_fingerprint != tested_on:
+        tested = row.test_dataset_fingerprint[:12] or "none: its validation folds"
+        return f"tested on other data (test dataset {tested})"
     if row.dataset_fingerprint != fingerprint:
         return f"other dataset version (fingerprint {row.dataset_fingerprint[:12]} vs {fingerprint[:12]})"
     if row.split_sha256 != split:
@@ -202,7 +218,7 @@ def _why_apart(row: BoardRow, main: tuple[str, str, str]) -> str:
 
 def mark_comparable(rows: list[BoardRow]) -> None:
     """Pick the main comparable group and set ``not_compared`` on every row outside it."""
-    groups: dict[tuple[str, str, str], list[BoardRow]] = {}
+    groups: dict[tuple[str, ...], list[BoardRow]] = {}
     for row in rows:
         groups.setdefault(row.comparison_key, []).append(row)
     if not groups:
@@ -240,7 +256,8 @@ def collect_boards(tracking_uri: str, registry=None) -> list[Board]:
             continue
         rows = sorted((_row(run, client, registry) for run in latest.values()), key=lambda r: (r.method, r.preset, r.folds, -r.start_time_ms))
         mark_comparable(rows)
-        synthetic = any(r.params.get("dataset_synthetic") == "True" for r in rows)
+        synthetic = any("True" in (r.params.get("dataset_synthetic"), r.params.get("test_dataset_synthetic"))
+                        for r in rows)
         board = Board(dataset=exp.name, synthetic=synthetic, rows=rows, tracking_uri=tracking_uri,
                       ui_url=ui_url_for(tracking_uri))
         board._metrics = metrics

@@ -145,11 +145,12 @@ def artifact_root_for(uri: str) -> str | None:
     return (db.parent / "mlartifacts").resolve().as_uri() if db is not None else None
 
 
-def ensure_experiment(client, name: str, uri: str) -> str:
+def ensure_experiment(client, name: str, uri: str, tags: dict[str, str] | None = None) -> str:
     """The id of the experiment named after the dataset, created if needed (safe when two runs race).
 
     The experiment is tagged ``mlflow.experimentKind = custom_model_development`` (an existing
-    one too, unless it has a kind already), so MLflow's UI opens it on the runs table.
+    one too, unless it has a kind already), so MLflow's UI opens it on the runs table, and with
+    ``tags`` (set on an existing one too, e.g. a test experiment's datasets).
     """
     from mlflow.exceptions import MlflowException
 
@@ -161,11 +162,14 @@ def ensure_experiment(client, name: str, uri: str) -> str:
                     client.restore_experiment(exp.experiment_id)
                 if EXPERIMENT_KIND_TAG not in exp.tags:
                     client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+                for key, value in (tags or {}).items():
+                    if exp.tags.get(key) != value:
+                        client.set_experiment_tag(exp.experiment_id, key, value)
                 return exp.experiment_id
             root = artifact_root_for(uri)
             try:
                 return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None,
-                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **(tags or {})})
             except MlflowException as e:  # another process (on a server store) created it first
                 if attempt == 2 or not _is_race(e):
                     raise

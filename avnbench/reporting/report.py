@@ -20,7 +20,7 @@ from pathlib import Path
 
 from avnbench.errors import ConfigError
 from avnbench.reporting.leaderboard_rows import Board, BoardRow, collect_boards
-from avnbench.reporting.report_roc import ROC_FILE
+from avnbench.evaluation.voxel_roc import ROC_FILE
 from avnbench.reporting.report_studies import STUDIES, MethodRun, Study
 from avnbench.reporting.tracking import FOLD_TAG, PARENT_TAG, client_for
 
@@ -115,7 +115,7 @@ def _roc_files(client, row: BoardRow) -> list[dict]:
 def _roc_from_workdir(workdir: Path, board: Board, row: BoardRow, data: str | None) -> list[dict] | None:
     """The voxel-ROC fold files rebuilt from the run's saved probability maps in ``workdir``."""
     from avnbench.data.dataset import load_dataset
-    from avnbench.reporting.report_roc import counts_from_job_folders
+    from avnbench.evaluation.voxel_roc import counts_from_job_folders
 
     if not data or not Path(data).exists() or not row.folds:
         return None

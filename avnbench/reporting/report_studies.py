@@ -29,7 +29,7 @@ from avnbench.evaluation.summaries import (
 )
 from avnbench.reporting import report_figures as figs
 from avnbench.reporting.leaderboard_rows import BoardRow
-from avnbench.reporting.report_roc import pooled_roc
+from avnbench.evaluation.voxel_roc import pooled_roc
 
 NA = "–"
 

@@ -27,6 +27,13 @@ Resuming: running the same command again finds the parent with the same selectio
 - an external run (``source == "external"``) whose parent FINISHED: reused as it is, since its
   run key hashes the label maps' bytes, so the same key means the same numbers.
 
+A test run (``avnbench run --data A --test-data B``: each fold's model, trained on A's folds, scored
+on every case of B) goes to an experiment of its own, ``<A>--test-<B>`` (:func:`experiment_name`),
+tagged with both datasets, so that MLflow's runs table and ``avnbench leaderboard`` never put it
+beside A's own validation results. Its runs log A as an input with context ``training`` and B with
+context ``test``, carry the tags ``avnbench.train_dataset`` and ``avnbench.test_dataset`` (with its
+fingerprint) and say "tested on B" in their names and descriptions.
+
 The plugin keeps the runs it has open in :data:`_OPEN_RUNS`, by store and selection key, from
 ``avnbench_run_started`` until ``avnbench_run_finished`` or ``avnbench_run_aborted``.
 """
@@ -63,6 +70,9 @@ DATASET_TAG = "avnbench.dataset"
 SYNTHETIC_TAG = "synthetic"
 SOURCE_TAG = "avnbench.source"
 PREDICTIONS_TAG = "avnbench.predictions"
+TRAIN_DATASET_TAG = "avnbench.train_dataset"
+TEST_DATASET_TAG = "avnbench.test_dataset"
+TEST_SEPARATOR = "--test-"
 DESCRIPTION_TAG = "mlflow.note.content"
 TRAIN_PREFIX = "train/"
 PARENT_RUN_REF = "mlflow.parent_run_id"
@@ -71,6 +81,23 @@ REUSED_REF = "mlflow.parent_run_reused"
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def experiment_name(run: "RunInfo") -> str:
+    """The run's experiment: its dataset's name, or ``<train>--test-<test>`` for a test run."""
+    return f"{run.dataset_name}{TEST_SEPARATOR}{run.test_dataset_name}" if run.is_test else run.dataset_name
+
+
+def _experiment_tags(run: "RunInfo") -> dict[str, str] | None:
+    if not run.is_test:
+        return None
+    return {
+        TRAIN_DATASET_TAG: run.dataset_name,
+        TEST_DATASET_TAG: run.test_dataset_name or "",
+        DESCRIPTION_TAG: f"Models trained on the folds of **{run.dataset_name}**, each scored on every case of "
+                         f"**{run.test_dataset_name}** (train on one dataset, test on another). Not comparable with "
+                         f"the validation folds in experiment {run.dataset_name}.",
+    }
 
 
 class TrackedRun:
@@ -83,7 +110,7 @@ class TrackedRun:
         self.info = run
         self.uri = run.tracking_uri
         self.client = client_for(self.uri)
-        self.experiment_id = ensure_experiment(self.client, run.dataset_name, self.uri)
+        self.experiment_id = ensure_experiment(self.client, experiment_name(run), self.uri, _experiment_tags(run))
         existing = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{RUN_KEY_TAG}` = '{run.selection_key}'",
@@ -101,24 +128,34 @@ class TrackedRun:
         if parent is None:
             parent = self.client.create_run(self.experiment_id, tags=self._parent_tags())
             self._log_params(parent.info.run_id, self._parent_params())
-            self._log_dataset(parent.info.run_id, "evaluation")
+            self._log_dataset(parent.info.run_id, "training" if run.is_test else "evaluation")
         self.run_id = parent.info.run_id
         self.finished_folds = self._finished_child_folds()
         self.open_children: dict[int, str] = {}
         self.predictions: dict[int, Path] = {}  # fold -> folder of its label maps, for the overlays
 
     def _dataset_tags(self) -> dict[str, str]:
-        return {
-            DATASET_TAG: self.info.dataset_name,
-            "avnbench.dataset.fingerprint": self.info.dataset_fingerprint,
-            SYNTHETIC_TAG: str(self.info.dataset_synthetic).lower(),
+        run = self.info
+        tags = {
+            DATASET_TAG: run.dataset_name,
+            "avnbench.dataset.fingerprint": run.dataset_fingerprint,
+            SYNTHETIC_TAG: str(run.dataset_synthetic or bool(run.test_dataset_synthetic)).lower(),
         }
+        if run.is_test:
+            tags |= {TRAIN_DATASET_TAG: run.dataset_name, TEST_DATASET_TAG: run.test_dataset_name or "",
+                     TEST_DATASET_TAG + ".fingerprint": run.test_dataset_fingerprint or ""}
+        return tags
 
     def _log_dataset(self, run_id: str, context: str) -> None:
+        """The dataset as an MLflow input with ``context``; a test run's test dataset beside it
+        with context ``test``."""
         run = self.info
-        self.client.log_inputs(run_id, datasets=[
-            dataset_input(run.dataset_name, run.dataset_fingerprint, run.dataset_root, run.dataset_synthetic, context)
-        ])
+        inputs = [dataset_input(run.dataset_name, run.dataset_fingerprint, run.dataset_root, run.dataset_synthetic,
+                                context)]
+        if run.is_test:
+            inputs.append(dataset_input(run.test_dataset_name or "", run.test_dataset_fingerprint or "",
+                                        run.scored_root, bool(run.test_dataset_synthetic), "test"))
+        self.client.log_inputs(run_id, datasets=inputs)
 
     def _source_tags(self) -> dict[str, str]:
         run = self.info
@@ -142,7 +179,16 @@ class TrackedRun:
             f"{what}\n\nFolds {', '.join(map(str, run.folds))} of the {run.split_folds}-fold patient-grouped split "
             f"`{run.split_sha256[:12]}`; one child run per fold, metrics on this run are over all their validation cases."
         )
-        if run.dataset_synthetic:
+        if run.is_test:
+            text = (
+                f"**{run.method}** trained on **{run.dataset_name}** (fingerprint `{run.dataset_fingerprint[:12]}`), "
+                f"tested on **{run.test_dataset_name}** "
+                f"(fingerprint `{(run.test_dataset_fingerprint or '')[:12]}`).\n\n"
+                f"{what}\n\nThe model of each of folds {', '.join(map(str, run.folds))} of the {run.split_folds}-fold "
+                f"split `{run.split_sha256[:12]}` of {run.dataset_name} predicts all {run.test_cases} cases of "
+                f"{run.test_dataset_name}; one child run per fold, metrics on this run are over every (fold, case)."
+            )
+        if run.dataset_synthetic or run.test_dataset_synthetic:
             text += "\n\n**SYNTHETIC PHANTOM: not clinical results.**"
         return text
 
@@ -151,7 +197,7 @@ class TrackedRun:
         return environment_tags(run.device) | self._dataset_tags() | self._source_tags() | {
             RUN_KEY_TAG: run.selection_key,
             DESCRIPTION_TAG: self.describe(),
-            "mlflow.runName": f"{run.method}-{run.preset}",
+            "mlflow.runName": f"{run.method}-{run.preset}" + (f"-test-{run.test_dataset_name}" if run.is_test else ""),
             "avnbench.plugin": run.plugin,
             "avnbench.plugin.distribution": run.plugin_distribution or "",
             "avnbench.plugin.version": run.plugin_version or "",
@@ -174,6 +220,13 @@ class TrackedRun:
             "trains_on": ",".join(run.trains_on) or "nothing (outside predictions)",
             "device": run.device,
         }
+        if run.is_test:
+            params |= {
+                "test_dataset": run.test_dataset_name or "",
+                "test_dataset_fingerprint": run.test_dataset_fingerprint or "",
+                "test_dataset_synthetic": str(bool(run.test_dataset_synthetic)),
+                "test_cases": str(run.test_cases),
+            }
         flatten_params("config", run.config, params)
         return params
 
@@ -203,16 +256,25 @@ class TrackedRun:
 
     def open_fold(self, job: "FoldJob") -> str:
         """Create the fold's child run (RUNNING) with the params known before training."""
+        run = self.info
+        name, what = f"{job.method}-{job.preset}-fold{job.fold}", f"{len(job.val_ids)} validation case(s)."
+        if job.is_test:
+            name += f"-test-{job.test_dataset_name}"
+            what = (f"its model (trained on {len(job.train_ids)} case(s)) tested on all {len(job.test_ids or [])} "
+                    f"case(s) of {job.test_dataset_name}.")
+        synthetic = run.dataset_synthetic or run.test_dataset_synthetic
         tags = {
             PARENT_TAG: self.run_id,
             FOLD_TAG: str(job.fold),
-            "mlflow.runName": f"{job.method}-{job.preset}-fold{job.fold}",
-            DESCRIPTION_TAG: f"Fold {job.fold} of {self.info.method} on {self.info.dataset_name}: "
-                             f"{len(job.val_ids)} validation case(s)."
-                             + (" SYNTHETIC PHANTOM: not clinical results." if self.info.dataset_synthetic else ""),
+            "mlflow.runName": name,
+            DESCRIPTION_TAG: f"Fold {job.fold} of {run.method} on {run.dataset_name}: {what}"
+                             + (" SYNTHETIC PHANTOM: not clinical results." if synthetic else ""),
         } | environment_tags(job.device) | self._dataset_tags() | self._source_tags()
         child_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
-        self._log_dataset(child_id, f"validation fold {job.fold}")
+        self._log_dataset(child_id, f"training fold {job.fold}" if job.is_test else f"validation fold {job.fold}")
+        if job.is_test:
+            self._log_params(child_id, {"test_dataset": job.test_dataset_name or "",
+                                        "n_test": str(len(job.test_ids or []))})
         self._log_params(child_id, {
             "method": job.method,
             "preset": job.preset,
@@ -260,7 +322,7 @@ class TrackedRun:
                 for p in TrainingLog(job.job_dir).read_metrics()
             ]
         params = {"internal_val_cases": ",".join(result.internal_val_ids)}
-        learned = job.job_dir / "training_params.json"
+        learned = (job.fit_dir or job.job_dir) / "training_params.json"  # a test job's model is its fold job's
         if learned.exists():
             for k, v in json.loads(learned.read_text(encoding="utf-8")).items():
                 params[f"learned.{k}"] = json.dumps(v) if not isinstance(v, str) else v
@@ -297,8 +359,8 @@ class TrackedRun:
             if self.info.task == "segmentation":
                 from avnbench.reporting.overlays import write_overlays
 
-                write_overlays(rows, self.info.dataset_root, self.predictions, self.info.method,
-                               self.info.dataset_name, plots)
+                write_overlays(rows, self.info.scored_root, self.predictions, self.info.method,
+                               self.info.test_dataset_name or self.info.dataset_name, plots)
             for p in [tmp / "cases.csv", tmp / "config.json", tmp / "summary.json"]:
                 self.client.log_artifact(self.run_id, str(p))
             if any(plots.iterdir()):
@@ -395,6 +457,8 @@ def _make_plots(rows: list[dict], summary, run: "RunInfo", out: Path) -> None:
     from avnbench.reporting import plots
 
     title = f"{run.method} ({run.preset})\non {run.dataset_name}"
+    if run.is_test:
+        title = f"{run.method} ({run.preset})\ntrained on {run.dataset_name}, tested on {run.test_dataset_name}"
     if run.task == "segmentation":
         plots.plot_relative_volume(rows, out / "relative_volume_manual_vs_auto.png", title=title)
         plots.plot_bland_altman(rows, out / "bland_altman_relative_volume.png", title=title)

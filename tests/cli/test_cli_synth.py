@@ -21,7 +21,7 @@ def test_synth_writes_a_dataset_and_prints_a_summary(tmp_path, capsys):
     )
     assert code == 0, stderr
     ds = load_dataset(out)
-    assert ds.name == "avn-phantom-v1-n3-s2-32x40x40" and len(ds) == 3
+    assert ds.name == "avn-phantom-v2-t1-n3-s2-32x40x40" and len(ds) == 3
     assert "Steinberg" in stdout and "JIC" in stdout and "patients" in stdout and ds.name in stdout
 
 

@@ -180,7 +180,7 @@ def test_the_page_renders_in_headless_chromium(made):
 
 def test_rebuilding_the_roc_from_the_job_folder_equals_what_the_run_recorded(made):
     from avnbench.data.dataset import load_dataset
-    from avnbench.reporting.report_roc import (
+    from avnbench.evaluation.voxel_roc import (
         ROC_FILE,
         counts_from_job_folders,
         pooled_roc,

@@ -14,9 +14,10 @@ of cases, and the same seed gives byte-identical files.
 
 Modules, in the order a case is built: :mod:`.plan` (grid, stratification, seeds), :mod:`.grid`
 (patient-frame coordinates, random fields), :mod:`.anatomy` (hip shape, placement, tissue
-distances), :mod:`.lesion` (lesion shape, necrosis label, grade-target search),
-:mod:`.acquisition` (intensities, partial volume, acquisition degradations) and :mod:`.synth`
-(one case, and the dataset on disk).
+distances; with :mod:`.pelvis` and :mod:`.soft_tissue`), :mod:`.lesion` (lesion shape, necrosis
+label, grade-target search), :mod:`.acquisition` (intensities, partial volume, acquisition
+degradations, in an acquisition domain of :mod:`.domains`) and :mod:`.synth` (one case, and the
+dataset on disk).
 """
 
 from avnbench.data.phantom.plan import (
@@ -32,7 +33,12 @@ from avnbench.data.phantom.plan import (
     plan_case,
     spacing_for,
 )
-from avnbench.data.phantom.synth import GeneratedCase, generate_case, synthesize, write_case
+from avnbench.data.phantom.synth import (
+    GeneratedCase,
+    generate_case,
+    synthesize,
+    write_case,
+)
 
 __all__ = [
     "DEFAULT_SHAPE",

@@ -1,9 +1,10 @@
 """The image: tissue intensities composited with partial volume on the output grid, then
 degraded like an acquisition (k-space truncation to the native in-plane resolution, a
-through-plane slice profile, a smooth polynomial bias field and Rician noise).
+through-plane slice profile, a smooth polynomial bias field and Rician noise), all as the
+acquisition domain (:mod:`.domains`) says.
 
-Intensities are relative to fatty marrow (1.0) before the gain; the written image is int16 in
-[0, 4095]. Partial-volume fractions come from signed distances (mm) with a linear ramp one voxel
+Intensities are in the domain's scale (T1: fatty marrow = 1.0) before the gain; the written
+image is int16 in [0, 4095]. Partial-volume fractions come from signed distances (mm) with a linear ramp one voxel
 wide, so nothing is supersampled.
 """
 
@@ -14,138 +15,147 @@ import scipy.fft
 from scipy import ndimage
 
 from avnbench.data.phantom.anatomy import CaseFrame, HipTissues
-from avnbench.data.phantom.grid import smooth_field
-from avnbench.data.phantom.lesion import Lesion, lesion_t
-
-
-def ramp(sdf: np.ndarray, width: float) -> np.ndarray:
-    """Partial-volume fraction of a region {sdf <= 0} (sdf in mm): 1 inside, 0 outside, linear
-    over one voxel width (mm) across the boundary."""
-    out = np.multiply(sdf, -1.0 / width, dtype=np.float32)
-    out += 0.5
-    np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def paint(signal: np.ndarray, value, fraction: np.ndarray) -> None:
-    """Composite a tissue of intensity ``value`` over ``signal`` with a partial-volume fraction."""
-    signal += (value - signal) * fraction
+from avnbench.data.phantom.domains import DEFAULT_DOMAIN, Domain, get_domain
+from avnbench.data.phantom.grid import (
+    Grid,
+    coarse_steps,
+    oriented_field,
+    paint,
+    ramp,
+    smooth_field,
+    upsample_linear,
+)
+from avnbench.data.phantom.lesion import Lesion
+from avnbench.data.phantom.lesion_signal import paint_lesion_signal
+from avnbench.data.phantom.pelvis import struts_sdf
+from avnbench.data.phantom.soft_tissue import muscle_partition, vessel_sdfs
 
 
 def render_image(frame: CaseFrame, lesion: Lesion | None, noise: np.ndarray, stage: str | None,
-                 rng: np.random.Generator) -> np.ndarray:
-    """The case's MR image (int16, the frame's shape): tissues painted back to front (muscle and
-    fat, capsule and fluid, pelvis, cartilage, femur, the lesion), textured, then acquired.
+                 rng: np.random.Generator, domain: Domain | str = DEFAULT_DOMAIN) -> np.ndarray:
+    """The case's MR image (int16, the frame's shape) in acquisition ``domain`` (a
+    :class:`~.domains.Domain` or its name): tissues painted back to front (fat and muscle groups,
+    vessels, capsule and fluid, pelvis, cartilage, femur, the lesion), textured, then acquired.
     ``noise`` is the lesion-roughening field over the head box; ``stage`` the planned ARCO stage."""
+    domain = get_domain(domain)
     an, w = frame.anatomy, frame.width
     full = frame.full_grid()
     p, r = full.p, full.r
-    arthrography = rng.random() < 0.25
-    marrow = 1.0
-    muscle = rng.uniform(0.30, 0.45)
-    fat = rng.uniform(1.0, 1.15)
-    dark = rng.uniform(0.03, 0.12)
-    cartilage = rng.uniform(0.35, 0.55)
-    fluid = rng.uniform(0.9, 1.3) if arthrography else rng.uniform(0.10, 0.25)
-    capsule = rng.uniform(0.15, 0.30)
+    t = domain.tissues
+    arthrography = rng.random() < domain.arthrography_share
+    marrow = domain.marrow
+    muscle = rng.uniform(*t.muscle)
+    fat = rng.uniform(*t.fat)
+    dark = rng.uniform(*t.dark)
+    cartilage = rng.uniform(*t.cartilage)
+    fluid = rng.uniform(*t.fluid_arthrography) if arthrography else rng.uniform(*t.fluid_native)
+    capsule = rng.uniform(*t.capsule)
 
     coarse = smooth_field(rng, tuple(full.axes_mm), sigma_mm=10.0)
     medium = smooth_field(rng, tuple(full.axes_mm), sigma_mm=4.0)
-    signal = (muscle * (1.0 + 0.08 * coarse)).astype(np.float32)
-    # intermuscular fat planes (sheets on the zero set of a random field) and fat pockets
-    paint(signal, fat, ramp((np.abs(medium) - rng.uniform(0.06, 0.12)) * 2.0, w))
-    paint(signal, fat, ramp((rng.uniform(1.2, 1.8) - coarse) * 4.0, w))
+    # smooth structures are evaluated on a ~0.85 mm sub-grid (below the native resolution)
+    steps = coarse_steps(frame.spacing)
+    sub = Grid(frame.shape, frame.spacing, frame.center_index, frame.index_axes, steps=steps)
+    signal = render_soft_tissue(frame, sub, domain, muscle, fat, rng)
+    trabecular = trabecular_texture(frame, sub, rng)
+    struts = upsample_linear(struts_sdf(sub.p, an.pelvis), steps, frame.shape)
 
-    tissue = HipTissues(p, r, an, lesion)
+    tissue = HipTissues(p, r, an, lesion, pelvis_struts=struts)
     # joint capsule around head and neck, joint fluid inside it
     envelope = tissue.capsule()
     paint(signal, capsule, ramp(envelope - 1.5, w))
     paint(signal, fluid, ramp(envelope, w))
 
-    # pelvis: acetabular shell with subchondral plate, marrow, outer cortex; fossa recess
+    # pelvis: ilium, ischium, pubis and the acetabular wall (cortex, fatty marrow), fossa fat,
+    # ligamentum teres, lunate cartilage and labrum
     paint(signal, dark, ramp(tissue.pelvis_bone(), w))
-    pelvis_marrow = rng.uniform(0.85, 1.0)
-    paint(signal, pelvis_marrow, ramp(tissue.pelvis_marrow(), w))
+    pelvis_marrow = domain.from_t1(rng.uniform(0.85, 1.0))
+    texture_gain = np.float32(rng.uniform(0.05, 0.10))
+    paint(signal, pelvis_marrow * (1.0 + texture_gain * trabecular[2]), ramp(tissue.pelvis_marrow(), w))
     paint(signal, fat * 0.95, ramp(tissue.fossa_fat(), w))
+    paint(signal, capsule, ramp(tissue.ligamentum_teres(), w))
     paint(signal, cartilage, ramp(tissue.acetabular_cartilage(), w))
     paint(signal, dark * 1.3, ramp(tissue.labrum(), w))  # the labrum is dark
 
-    # femur: articular cartilage, cortex/subchondral plate, neck and head marrow
+    # femur: articular cartilage, cortex/subchondral plate, neck, trochanter and head marrow
     paint(signal, cartilage, ramp(tissue.femoral_cartilage(), w))
     paint(signal, dark, ramp(tissue.femur_bone(), w))
-    neck_marrow = rng.uniform(0.80, 0.95)
-    paint(signal, neck_marrow * (1.0 + np.float32(0.04) * coarse), ramp(tissue.neck_marrow(), w))
+    # red marrow toward the intertrochanteric region: darker with distance along the neck
+    neck_marrow = domain.from_t1(rng.uniform(0.80, 0.95))
+    toward_base = np.clip(tissue.s * np.float32(1.0 / (2.2 * an.radius)), 0.0, 1.0)
+    red = np.float32(domain.from_t1(1.0 - rng.uniform(0.05, 0.15)) - domain.from_t1(1.0))
+    paint(signal, (neck_marrow + red * toward_base) * (1.0 + np.float32(0.04) * coarse + texture_gain * trabecular[0]),
+          ramp(tissue.neck_marrow(), w))
     head_fraction = ramp(tissue.head_marrow(), w)
-    # slight red/yellow marrow heterogeneity
-    marrow_texture = 1.0 + np.float32(rng.uniform(0.02, 0.05)) * medium
+    # trabecular texture (compressive group in the head) and slight red/yellow heterogeneity
+    marrow_texture = (1.0 + np.float32(rng.uniform(0.01, 0.03)) * medium) + texture_gain * trabecular[1]
     paint(signal, marrow * marrow_texture, head_fraction)
-    # physeal scar: a thin dark line along the head–neck label boundary, inside the bone
+    # physeal scar: a thin dark line along the head–neck label boundary, inside the bone, fainter
+    # in places (an incompletely visible scar)
     inside_bone = ramp(tissue.bone_interior(), w)
-    paint(signal, dark * 2.0, ramp(np.abs(tissue.cut) - rng.uniform(0.25, 0.45), w) * inside_bone)
+    scar_visibility = np.clip(0.75 + 0.5 * medium, 0.2, 1.0)
+    paint(signal, dark * 2.0, ramp(np.abs(tissue.cut) - an.scar_half_mm, w) * inside_bone * scar_visibility)
 
-    if lesion is not None and lesion.collapse_mm > 0:
-        # bone-marrow edema with collapse: smooth low-T1 signal in the head and neck marrow,
-        # fading with distance from the lesion (vital bone: label 1 in the head)
-        cx, cy, cz = (float(v) for v in lesion.center)
-        reach = float(lesion.scale * np.exp(np.mean(np.log(lesion.semi))))
-        dist = np.sqrt((p[0] - cx) ** 2 + (p[1] - cy) ** 2 + (p[2] - cz) ** 2) - reach
-        np.maximum(dist, 0.0, out=dist)
-        edema = np.exp(dist * np.float32(-1.0 / rng.uniform(8.0, 15.0)))
-        edema *= inside_bone * np.float32(rng.uniform(0.3, 0.55))
-        signal *= 1.0 - edema
     if lesion is not None:
-        _paint_lesion(signal, frame, lesion, noise, stage, p, tissue.head, head_fraction, rng)
+        paint_lesion_signal(signal, frame, lesion, noise, stage, p, tissue, head_fraction, inside_bone,
+                            rng, domain.from_t1)
 
-    # texture, then acquisition: k-space truncation, slice profile, bias field, Rician noise
-    signal *= 1.0 + rng.uniform(0.03, 0.08) * rng.standard_normal(frame.shape, dtype=np.float32)
-    return acquire(signal, frame.spacing, rng)
-
-
-def _paint_lesion(signal, frame: CaseFrame, lesion: Lesion, noise, stage, p, head_sdf, head_fraction,
-                  rng: np.random.Generator) -> None:
-    """Paint the lesion into ``signal`` within the head box: Mitchell-class centre, the reactive
-    (or double-line) band, patchy sclerosis, and the subchondral fracture line of a collapse."""
-    w = frame.width
-    box = frame.head_grid.slices
-    t = lesion_t(tuple(c[box] for c in p), lesion, noise)
-    # t is a normalised radius: convert to an approximate distance in mm
-    phi = (t - lesion.scale) * float(np.exp(np.mean(np.log(lesion.semi))))
-    inside = ramp(phi, w) * head_fraction[box]
-    sig = signal[box]
-    centre = {"A": rng.uniform(0.85, 1.05), "B": rng.uniform(0.9, 1.1),
-              "C": rng.uniform(0.25, 0.45), "D": rng.uniform(0.10, 0.25)}[lesion.mitchell]
-    paint(sig, centre, inside)
-    band_value = rng.uniform(0.10, 0.35)
-    if lesion.double_band:
-        outer = ramp(np.abs(phi + 0.35) - 0.35, w)
-        inner_line = ramp(np.abs(phi + lesion.band_mm - 0.35) - 0.35, w)
-        paint(sig, band_value, np.maximum(outer, inner_line) * head_fraction[box])
-    else:
-        half = lesion.band_mm / 2.0
-        paint(sig, band_value, ramp(np.abs(phi + half) - half, w) * head_fraction[box])
-    if rng.random() < (0.6 if stage == "II" else 0.3):
-        # patchy sclerosis: small dark blobs inside the lesion
-        pts = np.stack([c[box] for c in p], -1)
-        lesion_pts = pts[(phi < -1.5) & (head_fraction[box] > 0.5)]
-        if len(lesion_pts):
-            for _ in range(int(rng.integers(2, 6))):
-                b = lesion_pts[rng.integers(len(lesion_pts))]
-                blob = np.sqrt(((pts - b) ** 2).sum(-1)) - rng.uniform(0.5, 2.0)
-                paint(sig, rng.uniform(0.1, 0.3), ramp(blob, w) * inside)
-    if lesion.collapse_mm > 0:
-        depth = rng.uniform(1.5, 3.0)
-        line = ramp(np.abs(head_sdf[box] + depth) - rng.uniform(0.3, 0.5), w)
-        paint(sig, rng.uniform(0.10, 0.30), line * inside)
-    signal[box] = sig
+    # mild voxel-scale texture, then acquisition: k-space truncation, slice profile, bias, noise
+    signal *= 1.0 + rng.uniform(0.01, 0.03) * rng.standard_normal(frame.shape, dtype=np.float32)
+    return acquire(signal, frame.spacing, rng, domain)
 
 
-def acquire(signal: np.ndarray, spacing: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
-    """Degrade an ideal image (float32, voxels of ``spacing`` mm, z y x) like an acquisition:
-    k-space truncation to a native in-plane resolution of 0.78–0.9 mm, a slice profile of
-    FWHM ≈ 1.06 mm, a cubic polynomial bias field and Rician noise; int16 in [0, 4095]."""
+def render_soft_tissue(frame: CaseFrame, g: Grid, domain: Domain, muscle: float, fat: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Fat, muscle groups and the femoral vessels over the whole array (float32), evaluated on
+    the sub-grid ``g`` (smooth structures; below the native resolution) and interpolated."""
+    steps = g.steps
+    wc = float(np.exp(np.mean(np.log([s * st for s, st in zip(frame.spacing, steps)]))))
+    soft = frame.anatomy.soft
+    warp = smooth_field(rng, tuple(g.axes_mm), sigma_mm=12.0)
+    index, muscle_sdf = muscle_partition(g.p, soft, warp)
+    # groups differ a little (fibre orientation, fatty infiltration), and vary slowly within
+    per_group = (muscle * rng.uniform(0.9, 1.1, len(soft.muscles))).astype(np.float32)
+    slow = smooth_field(rng, tuple(g.axes_mm), sigma_mm=8.0)
+    out = np.full(index.shape, fat, np.float32)
+    out *= 1.0 + np.float32(0.03) * slow
+    paint(out, per_group[index] * (1.0 + np.float32(0.06) * slow), ramp(muscle_sdf, wc))
+    artery, vein = vessel_sdfs(g.p, soft)
+    paint(out, fat, ramp(np.minimum(artery, vein) - rng.uniform(1.5, 3.0), wc))  # the sheath
+    t = domain.tissues
+    paint(out, rng.uniform(*t.vein), ramp(vein, wc))
+    paint(out, rng.uniform(*t.artery), ramp(artery, wc))
+    return upsample_linear(out, steps, frame.shape)
+
+
+def trabecular_texture(frame: CaseFrame, g: Grid, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Anisotropic marrow texture (unit variance, float32, 3 fields): (neck: striations along the
+    neck axis, the tensile/neck trabeculae; head: along the patient's superior axis, the
+    compressive group, crossed by the neck one; pelvis: an even mix). Made on the sub-grid
+    ``g`` (~0.85 mm, below the native resolution) and interpolated."""
+    steps = g.steps
+    shape = tuple(len(a) for a in g.axes_mm)
+    spacing = tuple(s * st for s, st in zip(frame.spacing, steps))
+    along_neck = oriented_field(rng, shape, spacing, (0.8, 0.8, 5.0))
+    # the superior axis lies close to the array's (z, x) plane: stretch along it by a shear
+    sup_z, sup_x = float(frame.index_axes[0][2]), float(frame.index_axes[2][2])
+    shear = float(np.clip(sup_x / sup_z, -1.5, 1.5)) if abs(sup_z) > 1e-3 else 0.0
+    compressive = oriented_field(rng, shape, spacing, (5.0 / np.sqrt(1 + shear * shear), 0.8, 0.8), shear=shear)
+    head = (0.8 * compressive + 0.6 * along_neck)
+    pelvis = (0.7 * compressive + 0.7 * along_neck)
+    return tuple(upsample_linear(f, steps, frame.shape) for f in (along_neck, head, pelvis))
+
+
+def acquire(signal: np.ndarray, spacing: tuple[float, float, float], rng: np.random.Generator,
+            domain: Domain | str = DEFAULT_DOMAIN) -> np.ndarray:
+    """Degrade an ideal image (float32, voxels of ``spacing`` mm, z y x) like an acquisition in
+    ``domain``: k-space truncation to its native in-plane resolution (t1: 0.78–0.9 mm), its
+    slice profile (t1: FWHM ≈ 1.06 mm), a cubic polynomial bias field, Rician noise and a gain;
+    int16 in [0, 4095]."""
+    domain = get_domain(domain)
     shape = signal.shape
     sz, sy, sx = spacing
-    native = rng.uniform(0.78, 0.9)  # acquired in-plane resolution (mm)
+    native = rng.uniform(*domain.native_mm)  # acquired in-plane resolution (mm)
     if native > min(sy, sx) * 1.05:
         spec = scipy.fft.rfft2(signal, workers=1)
         ky = np.fft.fftfreq(shape[1], d=sy)[:, None]
@@ -155,7 +165,7 @@ def acquire(signal: np.ndarray, spacing: tuple[float, float, float], rng: np.ran
         fermi = 1.0 / (1.0 + np.exp((np.maximum(np.abs(ky), np.abs(kx)) - cutoff) / (0.04 * cutoff)))
         spec *= fermi.astype(np.float32)
         signal = scipy.fft.irfft2(spec, s=shape[1:], workers=1).astype(np.float32)
-    profile_sigma = 0.45 / sz  # slice profile, FWHM ≈ 1.06 mm
+    profile_sigma = domain.slice_fwhm_mm / 2.355 / sz  # Gaussian slice profile
     if profile_sigma > 0.2:
         signal = ndimage.gaussian_filter1d(signal, profile_sigma, axis=0, mode="nearest")
     # polynomial bias field (order 3) on coordinates normalised to [-1, 1], separable sum
@@ -167,13 +177,13 @@ def acquire(signal: np.ndarray, spacing: tuple[float, float, float], rng: np.ran
             for k in range(4 - i - j):
                 if i + j + k == 0:
                     continue
-                c = rng.uniform(-0.2, 0.2) / (i + j + k)
+                c = rng.uniform(-domain.bias_coefficient, domain.bias_coefficient) / (i + j + k)
                 plane += c * np.outer(yc**j, xc**k)
         log_bias += (zc**i)[:, None, None] * plane
     signal *= np.exp(log_bias)
-    sigma = 1.0 / rng.uniform(12.0, 40.0)
+    sigma = domain.snr_reference / rng.uniform(*domain.snr)
     real = signal + sigma * rng.standard_normal(shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(shape, dtype=np.float32)
     magnitude = np.sqrt(real * real + imag * imag)
-    gain = rng.uniform(1500.0, 2200.0)
+    gain = rng.uniform(*domain.gain)
     return np.clip(np.rint(magnitude * gain), 0, 4095).astype(np.int16)

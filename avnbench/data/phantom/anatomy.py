@@ -15,7 +15,14 @@ from scipy.optimize import brentq
 
 from avnbench.data.dataset import Geometry, Landmarks, PatientAxes
 from avnbench.data.phantom.grid import Grid, patient_to_lps, unit
+from avnbench.data.phantom.pelvis import (
+    PelvisShape,
+    draw_pelvis,
+    pelvis_sdf,
+    smooth_union,
+)
 from avnbench.data.phantom.plan import spacing_for
+from avnbench.data.phantom.soft_tissue import SoftTissueShape, draw_soft_tissue
 
 if TYPE_CHECKING:
     from avnbench.data.phantom.lesion import Lesion
@@ -29,7 +36,10 @@ def truncnorm(rng: np.random.Generator, mean: float, sd: float, low: float, high
 @dataclass
 class Anatomy:
     """Per-case anatomy in the patient frame (lengths mm, head centre at the origin; angles
-    ``*_deg`` degrees, ``*_half_angle`` radians; ``*_axis`` unit vectors)."""
+    ``*_deg`` degrees, ``*_half_angle`` radians; ``*_axis`` unit vectors). ``semi_axes`` are the
+    head ellipsoid's semi-axes along the rows of ``head_axes``; the greater trochanter is an
+    ellipsoid (centre, rows of ``trochanter_axes``, semi-axes); ``pelvis`` and ``soft`` hold the
+    pelvic bone and the soft tissue (:mod:`.pelvis`, :mod:`.soft_tissue`)."""
 
     side: str
     radius: float
@@ -45,7 +55,6 @@ class Anatomy:
     joint_space: float
     cartilage_acetabular: float
     acetabular_plate: float
-    pelvis_thickness: float
     acetabular_axis: np.ndarray
     rim_offset: float
     fossa_axis: np.ndarray
@@ -58,6 +67,16 @@ class Anatomy:
     wb_medial_deg: float
     acetabular_edge: np.ndarray
     wb_medial_point: np.ndarray
+    sex: str
+    head_axes: np.ndarray
+    calcar_extra: float
+    trochanter_center: np.ndarray
+    trochanter_axes: np.ndarray
+    trochanter_semi: np.ndarray
+    scar_half_mm: float
+    ligament_radius: float
+    pelvis: PelvisShape
+    soft: SoftTissueShape
 
     @property
     def bone_inner_radius(self) -> float:
@@ -65,44 +84,83 @@ class Anatomy:
         return self.radius + self.cartilage_femoral + self.joint_space + self.cartilage_acetabular
 
 
+def _rotation(rng: np.random.Generator, sd_deg: float) -> np.ndarray:
+    """A small random rotation matrix (axis uniform, angle ~ N(0, sd_deg) degrees)."""
+    axis = unit(rng.normal(size=3))
+    angle = np.deg2rad(rng.normal(0.0, sd_deg))
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
 def draw_anatomy(rng: np.random.Generator, patient_rng: np.random.Generator, side: str) -> Anatomy:
-    """Draw a hip's anatomy: patient-level size from ``patient_rng``, hip-level shape from ``rng``."""
+    """Draw a hip's anatomy: the patient's shape (sex, size, angles, proportions) from
+    ``patient_rng``, shared by both hips of a patient, and a small per-hip jitter from ``rng``."""
     male = patient_rng.random() < 0.6
     diameter = (
         truncnorm(patient_rng, 48.0, 2.5, 39.0, 54.0) if male
         else truncnorm(patient_rng, 43.0, 2.2, 39.0, 54.0)
     )
     radius = diameter / 2.0 + rng.uniform(-0.3, 0.3)
-    semi_axes = radius * (1.0 + rng.uniform(-0.02, 0.02, 3))
-    nsa = truncnorm(rng, 126.0, 5.0, 115.0, 140.0)
-    version = truncnorm(rng, 14.0, 7.0, 0.0, 30.0)
+    # aspherical head (clinical.md §7.2): semi-axes R(1 ± ε), ε ≤ 2 %, an oblique ellipsoid
+    eps = patient_rng.uniform(0.0, 0.02)
+    pattern = patient_rng.uniform(-1.0, 1.0, 3)
+    pattern = pattern / max(np.abs(pattern).max(), 1e-6)
+    semi_axes = radius * (1.0 + eps * pattern + rng.uniform(-0.003, 0.003, 3))
+    head_axes = _rotation(patient_rng, 25.0) @ _rotation(rng, 4.0)
+    # angles: the patient's, with a few degrees of left/right difference
+    nsa = float(np.clip(truncnorm(patient_rng, 126.0, 5.0, 115.0, 140.0) + rng.normal(0, 1.2), 115, 140))
+    version = float(np.clip(truncnorm(patient_rng, 14.0 + (0 if male else 3), 7.0, 0.0, 30.0)
+                            + rng.normal(0, 2.0), 0, 30))
     d, a = np.deg2rad(nsa - 90.0), np.deg2rad(version)
     neck_axis = unit([np.cos(d) * np.cos(a), -np.cos(d) * np.sin(a), -np.sin(d)])
 
-    lcea = truncnorm(rng, 32.0, 5.0, 22.0, 42.0)
-    acetabular_version = truncnorm(rng, 17.0, 6.0, 5.0, 30.0)
+    lcea = float(np.clip(truncnorm(patient_rng, 32.0, 5.0, 22.0, 42.0) + rng.normal(0, 1.5), 22, 42))
+    acetabular_version = float(np.clip(truncnorm(patient_rng, 17.0 + (0 if male else 2), 6.0, 5.0, 30.0)
+                                       + rng.normal(0, 1.5), 5, 30))
     lc, av = np.deg2rad(lcea), np.deg2rad(acetabular_version)
     acetabular_axis = unit([-np.cos(lc) * np.cos(av), -np.cos(lc) * np.sin(av), np.sin(lc)])
     # fossa: toward the inferior part of the acetabulum, below its pole
     down = np.array([0.0, 0.0, -1.0])
     down = unit(down - down.dot(acetabular_axis) * acetabular_axis)
-    fossa_axis = unit(np.cos(np.deg2rad(32)) * acetabular_axis + np.sin(np.deg2rad(32)) * down)
-    fovea_axis = unit([-0.8, -0.15, -0.55])
+    fossa_tilt = np.deg2rad(patient_rng.uniform(28, 36))
+    fossa_axis = unit(np.cos(fossa_tilt) * acetabular_axis + np.sin(fossa_tilt) * down)
+    # fovea: slightly posteroinferior to the centre on the medial surface
+    fovea_axis = unit(np.array([-0.8, -0.15, -0.55]) + patient_rng.uniform(-0.1, 0.1, 3)
+                      + rng.uniform(-0.03, 0.03, 3))
 
+    # proportions: patient-level fractions with a small per-hip jitter
+    def prop(low, high):
+        return float(patient_rng.uniform(low, high) * rng.uniform(0.97, 1.03))
+
+    neck_radius = prop(0.62, 0.72) * radius
+    # greater trochanter: superolateral and slightly posterior to the neck base
+    up = unit(np.array([0.0, 0.0, 1.0]) - neck_axis[2] * neck_axis)
+    back = np.cross(up, neck_axis)
+    back = back if back[1] < 0 else -back
+    trochanter_center = (prop(2.0, 2.3) * radius * neck_axis + prop(0.55, 0.8) * radius * up
+                         + prop(0.1, 0.35) * radius * back)
+    trochanter_axes = np.stack([neck_axis, back, up])
+    trochanter_semi = radius * np.array([prop(0.55, 0.7), prop(0.6, 0.75), prop(0.85, 1.05)])
     anatomy = Anatomy(
         side=side, radius=radius, semi_axes=semi_axes, neck_axis=neck_axis,
-        neck_cut=rng.uniform(0.55, 0.72) * radius, cut_curvature=rng.uniform(0.04, 0.12),
-        neck_radius=rng.uniform(0.62, 0.72) * radius, neck_flare=rng.uniform(0.15, 0.35),
-        neck_cortex=rng.uniform(1.5, 2.6), plate=rng.uniform(0.6, 1.0),
-        cartilage_femoral=rng.uniform(1.2, 2.2), joint_space=rng.uniform(0.2, 1.0),
-        cartilage_acetabular=rng.uniform(1.2, 2.2), acetabular_plate=rng.uniform(1.0, 2.0),
-        pelvis_thickness=rng.uniform(11.0, 16.0), acetabular_axis=acetabular_axis,
-        rim_offset=-rng.uniform(0.0, 0.12) * radius, fossa_axis=fossa_axis,
-        fossa_half_angle=np.deg2rad(rng.uniform(20, 27)), fovea_axis=fovea_axis,
-        fovea_depth=rng.uniform(1.0, 2.0), fovea_half_angle=np.deg2rad(rng.uniform(9, 12)),
-        labrum_height=rng.uniform(4.0, 6.5), lcea_deg=lcea,
+        neck_cut=prop(0.55, 0.72) * radius, cut_curvature=prop(0.04, 0.12),
+        neck_radius=neck_radius, neck_flare=prop(0.15, 0.35),
+        neck_cortex=prop(1.2, 2.0), plate=prop(0.6, 1.0),
+        cartilage_femoral=prop(1.2, 2.2) * (1.0 if male else 0.92), joint_space=rng.uniform(0.2, 1.0),
+        cartilage_acetabular=prop(1.2, 2.2) * (1.0 if male else 0.92), acetabular_plate=prop(1.0, 2.0),
+        acetabular_axis=acetabular_axis,
+        rim_offset=-prop(0.0, 0.12) * radius, fossa_axis=fossa_axis,
+        fossa_half_angle=np.deg2rad(prop(20, 27)), fovea_axis=fovea_axis,
+        fovea_depth=prop(1.0, 2.0), fovea_half_angle=np.deg2rad(prop(9, 12)),
+        labrum_height=prop(4.0, 6.5), lcea_deg=lcea,
         wb_medial_deg=rng.uniform(30.0, 40.0),
         acetabular_edge=np.zeros(3), wb_medial_point=np.zeros(3),
+        sex="M" if male else "F", head_axes=head_axes, calcar_extra=prop(0.9, 1.8),
+        trochanter_center=trochanter_center, trochanter_axes=trochanter_axes,
+        trochanter_semi=trochanter_semi, scar_half_mm=prop(0.25, 0.45),
+        ligament_radius=prop(1.5, 2.5),
+        pelvis=draw_pelvis(patient_rng, rng, radius),
+        soft=draw_soft_tissue(patient_rng, rng, radius),
     )
     # lateral acetabular edge: the bony rim (inner surface) on the mid-coronal plane, lateral side
     rb, m = anatomy.bone_inner_radius, acetabular_axis
@@ -136,9 +194,12 @@ def bump(cos: np.ndarray, half_angle: float) -> np.ndarray:
 def head_sdf(p, r, anatomy: Anatomy, lesion: Lesion | None) -> np.ndarray:
     """Signed distance (mm, approximate) of the femoral head surface: slightly aspherical
     ellipsoid, fovea pit, and the collapse dent over the lesion."""
-    a = [float(1.0 / v) for v in anatomy.semi_axes]
-    q = np.sqrt((p[0] * a[0]) ** 2 + (p[1] * a[1]) ** 2 + (p[2] * a[2]) ** 2)
-    sdf = (q - 1.0) * float(anatomy.radius)
+    q2 = None
+    for row, semi in zip(anatomy.head_axes, anatomy.semi_axes):
+        rx, ry, rz = (float(v / semi) for v in row)
+        c = p[0] * rx + p[1] * ry + p[2] * rz
+        q2 = c * c if q2 is None else q2 + c * c
+    sdf = (np.sqrt(q2) - 1.0) * float(anatomy.radius)
     sdf += anatomy.fovea_depth * bump(cos_to(p, r, anatomy.fovea_axis), anatomy.fovea_half_angle)
     if lesion is not None and lesion.collapse_mm > 0:
         sdf += lesion.collapse_mm * bump(cos_to(p, r, lesion.direction), lesion.footprint_rad)
@@ -157,41 +218,84 @@ def neck_frame(p, r, anatomy: Anatomy):
 
 class HipTissues:
     """Signed distances (mm, float32, negative inside) of every tissue of a hip at grid points
-    ``p`` (patient mm) at distance ``r`` (mm) from the head centre; the lesion dents the head."""
+    ``p`` (patient mm) at distance ``r`` (mm) from the head centre; the lesion dents the head.
+    ``pelvis_struts``: the pelvic struts' signed distance at ``p`` when computed elsewhere
+    (e.g. interpolated from a coarser grid; see :func:`.pelvis.struts_sdf`)."""
 
-    def __init__(self, p, r, anatomy: Anatomy, lesion: Lesion | None):
+    def __init__(self, p, r, anatomy: Anatomy, lesion: Lesion | None, pelvis_struts: np.ndarray | None = None):
         an = self.anatomy = anatomy
         self.p, self.r = p, r
         self.head = head_sdf(p, r, an, lesion)
         s, rho, self.cut = neck_frame(p, r, an)
         self.s, self.rho = s, rho
-        neck_radius = an.neck_radius * (1.0 + an.neck_flare * np.maximum(s - 1.1 * an.radius, 0.0) / an.radius)
-        self.neck = np.maximum(rho - neck_radius, -s)
+        # the neck flares toward its base and widens into the intertrochanteric region
+        base = np.maximum(s - 1.6 * an.radius, 0.0) * np.float32(1.0 / an.radius)
+        neck_radius = an.neck_radius * (1.0 + an.neck_flare * np.maximum(s - 1.1 * an.radius, 0.0) / an.radius
+                                        + 0.8 * base * base)
+        self.neck_cone = np.maximum(rho - neck_radius, -s)
+        self.neck = smooth_union(self.neck_cone, self._trochanter(), 6.0)
         # acetabulum: height above the rim plane, fossa cap, bone shell radii (the fossa recessed)
         m = [float(v) for v in an.acetabular_axis]
         self.height = p[0] * m[0] + p[1] * m[1] + p[2] * m[2] - float(an.rim_offset)
         self.fossa = bump(cos_to(p, r, an.fossa_axis), an.fossa_half_angle)
         self.bone_in = an.bone_inner_radius + 3.5 * np.minimum(self.fossa * 2.0, 1.0)
-        self.bone_out = an.bone_inner_radius + an.pelvis_thickness
-        # neck cortex thickness (mm): thicker inferiorly (calcar)
+        # neck cortex thickness (mm): thin superiorly, thick inferomedially (calcar), thickening
+        # toward the shaft
         radial_sup = (p[2] - s * float(an.neck_axis[2])) / np.maximum(rho, np.float32(1e-3))
-        self.cortex = an.neck_cortex * (1.0 + 0.7 * np.maximum(-radial_sup, 0.0))
+        calcar = np.maximum(-radial_sup, 0.0) ** 1.5
+        toward_shaft = np.clip((s - an.radius) * np.float32(1.0 / an.radius), 0.0, 1.0)
+        self.cortex = an.neck_cortex * (1.0 + an.calcar_extra * calcar) * (1.0 + 0.3 * toward_shaft)
+        self._pelvis = None
+        self._struts = pelvis_struts
+
+    def _trochanter(self) -> np.ndarray:
+        """Signed distance (mm, approximate) of the greater trochanter's ellipsoid."""
+        an, p = self.anatomy, self.p
+        c = [float(v) for v in an.trochanter_center]
+        q2 = None
+        for row, semi in zip(an.trochanter_axes, an.trochanter_semi):
+            rx, ry, rz = (float(v) for v in row)
+            u = ((p[0] - c[0]) * rx + (p[1] - c[1]) * ry + (p[2] - c[2]) * rz) * np.float32(1.0 / semi)
+            q2 = u * u if q2 is None else q2 + u * u
+        return (np.sqrt(q2) - 1.0) * np.float32(an.trochanter_semi.min())
+
+    def trochanter(self) -> np.ndarray:
+        """The greater trochanter alone (mm), for tests and previews."""
+        return self._trochanter()
+
+    def _pelvis_sdf(self) -> np.ndarray:
+        if self._pelvis is None:
+            an = self.anatomy
+            self._pelvis = pelvis_sdf(self.p, self.r, self.height, self.bone_in, an.bone_inner_radius,
+                                      an.acetabular_axis, an.pelvis, self._struts)
+        return self._pelvis
 
     def capsule(self) -> np.ndarray:
         """The joint capsule's envelope around head and neck (joint fluid inside it)."""
         an = self.anatomy
         return np.minimum(self.head - an.cartilage_femoral - an.joint_space - 0.8,
-                          np.maximum(self.neck - 2.5, self.s - 1.6 * an.radius))
+                          np.maximum(self.neck_cone - 2.5, self.s - 1.6 * an.radius))
 
     def pelvis_bone(self) -> np.ndarray:
-        """The acetabular shell of pelvic bone (subchondral plate, marrow and outer cortex)."""
-        return np.maximum(np.maximum(self.bone_in - self.r, self.r - self.bone_out), -self.height)
+        """The pelvic bone: acetabular wall, ilium, ischium and pubis (cortex included)."""
+        return self._pelvis_sdf()
 
     def pelvis_marrow(self) -> np.ndarray:
-        """The pelvic marrow inside the shell, under the subchondral plate."""
-        an, r = self.anatomy, self.r
-        return np.maximum(np.maximum(self.bone_in + an.acetabular_plate - r, r - self.bone_out + 1.2),
-                          1.2 - self.height)
+        """The pelvic marrow inside the cortex, under the acetabular subchondral plate."""
+        an = self.anatomy
+        return np.maximum(self._pelvis_sdf() + an.pelvis.cortex,
+                          self.bone_in + an.acetabular_plate - self.r)
+
+    def ligamentum_teres(self) -> np.ndarray:
+        """The ligamentum teres: a band from the fovea to the acetabular fossa (outside the head)."""
+        an, p = self.anatomy, self.p
+        a = an.radius * an.fovea_axis
+        b = (an.bone_inner_radius + 2.0) * an.fossa_axis
+        d = b - a
+        rel = [p[i] - np.float32(a[i]) for i in range(3)]
+        t = np.clip((rel[0] * float(d[0]) + rel[1] * float(d[1]) + rel[2] * float(d[2])) / float(d @ d), 0.0, 1.0)
+        dist = np.sqrt(sum((rel[i] - t * float(d[i])) ** 2 for i in range(3)))
+        return np.maximum(dist - an.ligament_radius, -self.head)
 
     def fossa_fat(self) -> np.ndarray:
         """The acetabular fossa: pulvinar fat between the head and the recessed floor."""
@@ -299,7 +403,7 @@ def place_case(anatomy: Anatomy, shape, rng: np.random.Generator) -> CaseFrame:
         origin=tuple(float(o) for o in origin),
         direction=tuple(float(d) for d in direction_lps.ravel()),
     )
-    lps = lambda v: tuple(float(x) for x in (center_lps + to_lps @ v))  # noqa: E731
+    lps = lambda v: tuple(float(x) for x in (center_lps + to_lps @ v))
     landmarks = Landmarks(
         head_center_mm=tuple(float(c) for c in center_lps),
         head_radius_mm=float(anatomy.radius),

@@ -1,10 +1,13 @@
-"""The necrotic lesion: its shape, the necrosis label, and the search that hits grade targets.
+"""The necrotic lesion: where it lies, its shape, the necrosis label, and the re-draws that keep
+its grades clear of every threshold.
 
-A lesion is a roughened ellipsoid under the weight-bearing dome. Its size is set exactly (a
-quantile of its normalised radius over the head voxels gives the target % of the head), its
-medio-lateral tilt by bisection so that its lateral margin on the mid-coronal slice lands in the
-target JIC interval; :func:`place_lesion` then grades the label map with
-:mod:`avnbench.evaluation.grading` and re-draws until the grades are clear of every threshold.
+A lesion is a roughened ellipsoid under the weight-bearing dome, along a direction tilted 5–35°
+anteriorly and −15…30° medio-laterally from superior (clinical.md §7.3); larger lesions lean
+laterally, as clinics see them. Its size is set exactly (a quantile of its normalised radius over
+the head voxels gives the drawn % of the head). Nothing aims it at a JIC type: the type follows
+from how far laterally it reaches against the acetabular edge, which the hip's coverage (LCEA)
+places. :func:`place_lesion` grades the label map with :mod:`avnbench.evaluation.grading` and
+re-draws the whole lesion while a grade is within a §7.8 buffer of its threshold.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 from scipy.optimize import brentq
 
 from avnbench.data.dataset import CaseMeta
-from avnbench.data.phantom.anatomy import Anatomy, CaseFrame, head_mask, head_sdf, neck_frame
+from avnbench.data.phantom.anatomy import CaseFrame, head_mask
+from avnbench.data.phantom.difficulty import lesion_tilt_deg, tilt_in_window
 from avnbench.data.phantom.grid import Grid, smooth_field, unit
 from avnbench.data.phantom.plan import STEINBERG_PERCENT_RANGE, CasePlan
 from avnbench.evaluation import grading
@@ -26,27 +29,49 @@ from avnbench.evaluation import grading
 PERCENT_BUFFER, POSITION_BUFFER_MM, ANGLE_BUFFER_DEG, DEPRESSION_BUFFER_MM = 1.5, 1.0, 8.0, 0.3
 MAX_ATTEMPTS = 12
 
+#: Anterior tilt of the lesion axis from superior (degrees), clinical.md §7.3.
+ANTERIOR_TILT_DEG = (5.0, 35.0)
+#: Medio-lateral tilt (degrees, lateral positive) by Steinberg size class, all inside the
+#: clinical −15…30° of §7.3: small lesions sit anywhere on the dome, large ones lean laterally
+#: into the uncovered head (Kuroda 2019: large lesions are mostly JIC C2).
+LATERAL_TILT_DEG = {"A": (-15.0, 2.0), "B": (-15.0, 18.0), "C": (-10.0, 30.0)}
+#: Medio-lateral semi-axis (fraction of the head radius) of the most medial and the most
+#: lateral lesions: medial lesions are narrow wedges under the medial dome, lateral ones spread
+#: over the uncovered head.
+MEDIOLATERAL_SEMI = ((0.25, 0.45), (0.6, 0.95))
+#: Mitchell class of the necrotic centre (A, B, C, D) before and after collapse (§7.3).
+MITCHELL_P = {"pre-collapse": (0.7, 0.1, 0.1, 0.1), "collapsed": (0.2, 0.0, 0.3, 0.5)}
+#: Share of collapsed (ARCO III) hips with bone-marrow oedema in the vital head and neck (§5.1).
+EDEMA_SHARE_COLLAPSED = 0.75
+#: Stage-independent shares: double-line band (§7.3) and patchy sclerosis inside the lesion.
+DOUBLE_BAND_SHARE, SCLEROSIS_SHARE = 0.2, 0.3
+
 
 @dataclass(frozen=True)
 class LesionShape:
-    """A lesion's drawn shape before its tilt and size are searched: anterior tilt (degrees),
+    """A lesion's drawn shape and signal features: medio-lateral and anterior tilt (degrees),
     centre depth and ellipsoid semi-axes (fractions of the head radius; along the lesion axis,
     medio-lateral, antero-posterior), surface roughness (fraction), reactive band width (mm),
-    double-line sign, Mitchell class, collapse depth (mm) and collapse footprint (radians)."""
+    double-line band, patchy sclerosis, bone-marrow oedema, Mitchell class, collapse depth (mm)
+    and collapse footprint (radians)."""
 
+    beta_lateral: float
     beta_anterior: float
     depth: float
     semi: np.ndarray
     roughness: float
     band_mm: float
     double_band: bool
+    sclerosis: bool
+    edema: bool
     mitchell: str
     collapse_mm: float
     footprint_rad: float
 
 
 def draw_lesion_shape(rng: np.random.Generator, plan: CasePlan, target_percent: float) -> LesionShape:
-    """Draw the shape of a lesion of ``target_percent`` % of the head for the plan's targets."""
+    """Draw where a lesion of ``target_percent`` % of the head lies, its shape and its signal
+    features; only the Mitchell class, oedema and collapse depend on the planned stage."""
     collapsed = plan.stage in ("IIIA", "IIIB")
     if plan.stage == "IIIA":
         collapse = rng.uniform(0.5, 1.1)
@@ -54,21 +79,27 @@ def draw_lesion_shape(rng: np.random.Generator, plan: CasePlan, target_percent: 
         collapse = rng.uniform(3.0, 4.5)
     else:
         collapse = 0.0
-    mitchell_p = [0.2, 0.0, 0.3, 0.5] if collapsed else [0.7, 0.1, 0.1, 0.1]
     f = target_percent / 100.0
     # angular half-size of a spherical cap of that volume fraction, for the collapse footprint
     cap = brentq(lambda a: (1 - np.cos(a)) ** 2 * (2 + np.cos(a)) / 4 - f, 1e-3, np.pi)
+    mitchell_p = MITCHELL_P["collapsed" if collapsed else "pre-collapse"]
+    beta_lateral = rng.uniform(*LATERAL_TILT_DEG[plan.steinberg])
+    lo_l, hi_l = LATERAL_TILT_DEG["A"][0], LATERAL_TILT_DEG["C"][1]
+    laterality = (beta_lateral - lo_l) / (hi_l - lo_l)  # 0 most medial … 1 most lateral
+    (m0, m1), (l0, l1) = MEDIOLATERAL_SEMI
+    semi_ml = rng.uniform(m0 + laterality * (l0 - m0), m1 + laterality * (l1 - m1))
     return LesionShape(
-        beta_anterior=rng.uniform(5.0, 35.0),
-        # centre near the surface so that even small lesions are subchondral
+        beta_lateral=beta_lateral,
+        beta_anterior=rng.uniform(*ANTERIOR_TILT_DEG),
+        # centre near the surface so that even small lesions are subchondral (k of §7.3)
         depth=rng.uniform(0.85, 1.0) if plan.steinberg == "A" else rng.uniform(0.72, 0.95),
-        # (along the lesion axis, medio-lateral, antero-posterior): medial JIC types need lesions
-        # narrow medio-laterally and long antero-posteriorly to stay anterosuperior
-        semi=(rng.uniform([0.5, 0.35, 0.8], [0.8, 0.6, 1.15]) if plan.jic in ("A", "B")
-              else rng.uniform([0.5, 0.55, 0.6], [0.8, 0.95, 1.05])),
+        # (along the lesion axis, medio-lateral, antero-posterior)
+        semi=np.array([rng.uniform(0.5, 0.8), semi_ml, rng.uniform(0.8, 1.15)]),
         roughness=rng.uniform(0.04, 0.12),
         band_mm=rng.uniform(1.0, 3.0),
-        double_band=bool(rng.random() < 0.2),
+        double_band=bool(rng.random() < DOUBLE_BAND_SHARE),
+        sclerosis=bool(rng.random() < SCLEROSIS_SHARE),
+        edema=bool(rng.random() < EDEMA_SHARE_COLLAPSED) and collapsed,
         mitchell=str(rng.choice(["A", "B", "C", "D"], p=mitchell_p)),
         collapse_mm=collapse,
         footprint_rad=float(np.clip(0.8 * cap, 0.35, 1.2)),
@@ -79,7 +110,8 @@ def draw_lesion_shape(rng: np.random.Generator, plan: CasePlan, target_percent: 
 class Lesion:
     """Necrotic lesion: ellipsoid around ``center`` (patient mm) in the frame ``axes`` (rows) with
     semi-axes ``semi`` (mm at scale 1), roughened by ``roughness``·noise; label 2 where the head
-    has t <= ``scale`` (see :func:`lesion_t`). Band and collapse depths in mm, footprint radians."""
+    has t <= ``scale`` (see :func:`lesion_t`). Band and collapse depths in mm, footprint radians;
+    the remaining fields choose how :mod:`.lesion_signal` paints it."""
 
     direction: np.ndarray
     center: np.ndarray
@@ -90,6 +122,8 @@ class Lesion:
     scale: float = 1.0
     band_mm: float = 2.0
     double_band: bool = False
+    sclerosis: bool = False
+    edema: bool = False
     mitchell: str = "A"
     collapse_mm: float = 0.0
 
@@ -100,22 +134,24 @@ def lesion_direction(beta_lateral_deg: float, beta_anterior_deg: float) -> np.nd
     return unit([np.sin(bl) * np.cos(ba), np.sin(ba), np.cos(bl) * np.cos(ba)])
 
 
-def make_lesion(anatomy: Anatomy, beta_lateral: float, shape: LesionShape) -> Lesion:
-    """The lesion of ``shape`` tilted ``beta_lateral`` degrees laterally (scale 1)."""
-    u = lesion_direction(beta_lateral, shape.beta_anterior)
+def make_lesion(radius: float, shape: LesionShape) -> Lesion:
+    """The lesion of ``shape`` in a head of ``radius`` mm (scale 1; patient frame, head centre at
+    the origin)."""
+    u = lesion_direction(shape.beta_lateral, shape.beta_anterior)
     helper = np.array([0.0, 1.0, 0.0]) if abs(u[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
     e1 = unit(np.cross(u, helper))
     e2 = np.cross(u, e1)
-    r = anatomy.radius
     return Lesion(
         direction=u,
-        center=shape.depth * r * u,
+        center=shape.depth * radius * u,
         axes=np.stack([u, e1, e2]),
-        semi=r * np.asarray(shape.semi),
+        semi=radius * np.asarray(shape.semi),
         roughness=shape.roughness,
         footprint_rad=shape.footprint_rad,
         band_mm=shape.band_mm,
         double_band=shape.double_band,
+        sclerosis=shape.sclerosis,
+        edema=shape.edema,
         mitchell=shape.mitchell,
         collapse_mm=shape.collapse_mm,
     )
@@ -141,7 +177,7 @@ def draw_roughening(rng: np.random.Generator, head_grid: Grid) -> np.ndarray:
 
 def _scale_at_percent(t: np.ndarray, target_percent: float) -> float:
     """The quantile of ``t`` below which ``target_percent`` % of the values lie (at least one)."""
-    k = min(max(int(round(target_percent / 100.0 * t.size)), 1), t.size - 1)
+    k = min(max(round(target_percent / 100.0 * t.size), 1), t.size - 1)
     return float(np.partition(t, k - 1)[k - 1])
 
 
@@ -163,79 +199,7 @@ def label_map(frame: CaseFrame, lesion: Lesion | None, noise: np.ndarray,
     return out
 
 
-# -------------------------------------------------------------------------------- the search
-
-
-def _patient_to_head_index(frame: CaseFrame, p) -> np.ndarray:
-    """Fractional indices (3, n) into the head box of patient points ``p`` (mm)."""
-    rows = []
-    for d in range(3):
-        ax = frame.index_axes[d]
-        coord = p[0] * ax[0] + p[1] * ax[1] + p[2] * ax[2]
-        rows.append(coord / frame.spacing[d] + frame.center_index[d] - frame.head_grid.lo[d])
-    return np.stack(rows)
-
-
-def _coronal_x_lat(frame: CaseFrame, noise: np.ndarray, lesion: Lesion, scale: float) -> float | None:
-    """Lateral-most lesion point (mm) on the upper half of the mid-coronal plane, evaluated
-    analytically (fast stand-in for grading while searching)."""
-    an = frame.anatomy
-    step = 0.25
-    h = np.arange(-(an.radius + 2), an.radius + 2, step, dtype=np.float32)
-    v = np.arange(0.0, an.radius + 2, step, dtype=np.float32)
-    hh, vv = np.meshgrid(h, v, indexing="xy")
-    p = (hh.ravel(), np.zeros(hh.size, np.float32), vv.ravel())
-    r = np.sqrt(p[0] ** 2 + p[2] ** 2)
-    _, _, cut = neck_frame(p, r, an)
-    head = (head_sdf(p, r, an, lesion) <= 0) & (cut <= 0)
-    idx = _patient_to_head_index(frame, p)
-    sampled = ndimage.map_coordinates(noise, idx, order=1, mode="nearest")
-    nec = head & (lesion_t(p, lesion, sampled) <= scale)
-    return float(p[0][nec].max()) if nec.any() else None
-
-
-def search_lesion(frame: CaseFrame, noise: np.ndarray, rng: np.random.Generator,
-                  target_percent: float, target_jic: str, shape: LesionShape) -> Lesion:
-    """Choose the medio-lateral tilt so that the lesion's lateral margin on the mid-coronal
-    slice lands inside the target JIC interval, away from every grading threshold."""
-    an = frame.anatomy
-    head = head_mask(frame, None)
-    # the volume fraction is estimated on a sub-grid of about 1 mm (every voxel when coarse)
-    sub = tuple(slice(None, None, max(1, int(round(1.0 / sp)))) for sp in frame.spacing)
-    head_sub = head[sub]
-    p_sub = tuple(c[sub][head_sub] for c in frame.head_grid.p)
-    noise_sub = noise[sub][head_sub]
-    x_med = an.wb_medial_point[0]
-    x_edge = an.acetabular_edge[0]
-    x1, x2 = x_med + (x_edge - x_med) / 3, x_med + 2 * (x_edge - x_med) / 3
-    bounds = {"A": (-np.inf, x1), "B": (x1, x2), "C1": (x2, x_edge), "C2": (x_edge, np.inf)}
-    lo_b, hi_b = bounds[target_jic]
-    # the apex (≈ 0 mm) is an ARCO 2021 threshold too: aim for the larger clear sub-interval
-    # aim close to the interval's inner boundary for the open-ended types: lesions far
-    # medial (A) or far beyond the edge (C2) need implausible tilts
-    lo_t, hi_t = max(lo_b, x1 - 5.0) + 1.5, min(hi_b, x_edge + 6.0) - 1.5
-    if lo_t < 0.0 < hi_t:
-        lo_t, hi_t = (lo_t, -1.5) if -1.5 - lo_t > hi_t - 1.5 else (1.5, hi_t)
-    target = rng.uniform(lo_t, hi_t) if hi_t > lo_t else 0.5 * (lo_b + hi_b)
-
-    def x_lat_at(beta):
-        lesion = make_lesion(an, beta, shape)
-        scale = _scale_at_percent(lesion_t(p_sub, lesion, noise_sub), target_percent)
-        x = _coronal_x_lat(frame, noise, lesion, scale)
-        return (-np.inf if x is None else x), lesion
-
-    lo, hi = (-65.0 if target_jic == "A" else -50.0), 45.0
-    best = None
-    for _ in range(9):
-        mid = 0.5 * (lo + hi)
-        x, lesion = x_lat_at(mid)
-        if best is None or abs(x - target) < abs(best[0] - target):
-            best = (x, lesion)
-        if x < target:
-            lo = mid
-        else:
-            hi = mid
-    return best[1]
+# ------------------------------------------------------------------------ drawing and re-drawing
 
 
 def depression_ok(stage: str | None, depression: float | None) -> bool:
@@ -261,10 +225,26 @@ class LesionPlacement:
     attempts: int
 
 
+def lesion_reasons(plan: CasePlan, measurements: dict, tilt: tuple[float, float] | None) -> list[str]:
+    """Why a drawn lesion cannot be kept (empty: keep it): a measured grade within its §7.8
+    buffer, no necrosis on the upper mid-coronal slice (no JIC type), a head depression on the
+    wrong side of the IIIA/IIIB threshold for the planned stage, or a necrosis centroid whose
+    ``tilt`` (degrees, anterior and lateral, from the label map) left the anterosuperior dome
+    where lesions occur (the head's edges can pull a centroid away from the lesion axis)."""
+    reasons = grading.ambiguity_reasons(measurements, PERCENT_BUFFER, POSITION_BUFFER_MM, ANGLE_BUFFER_DEG)
+    if tilt is not None and not tilt_in_window(tilt):
+        reasons.append(f"necrosis centroid tilted {tilt[0]:.1f}° anteriorly, {tilt[1]:.1f}° laterally")
+    if measurements["jic"] is None:
+        reasons.append("no necrosis on the upper mid-coronal slice")
+    if not depression_ok(plan.stage, measurements["head_depression_mm"]):
+        reasons.append(f"depression {measurements['head_depression_mm']:.2f} mm vs {plan.stage}")
+    return reasons
+
+
 def place_lesion(plan: CasePlan, frame: CaseFrame, noise: np.ndarray, rng: np.random.Generator,
                  grading_meta: Callable[[], CaseMeta]) -> LesionPlacement:
-    """Draw the planned lesion, label it and measure its grades; re-draw (at most MAX_ATTEMPTS)
-    until they are clear of every threshold and of the JIC target (kept for half the draws).
+    """Draw the planned lesion, label it and measure its grades; re-draw it whole (size, place,
+    shape; at most MAX_ATTEMPTS) until :func:`lesion_reasons` has nothing against it.
     ``grading_meta()`` gives the case's metadata to grade with (geometry and landmarks)."""
     lesion = None
     attempts = 0
@@ -276,20 +256,11 @@ def place_lesion(plan: CasePlan, frame: CaseFrame, noise: np.ndarray, rng: np.ra
         low, high = STEINBERG_PERCENT_RANGE[plan.steinberg]
         for attempts in range(1, MAX_ATTEMPTS + 1):
             target = rng.uniform(low, high)
-            shape = draw_lesion_shape(rng, plan, target)
-            lesion = search_lesion(frame, noise, rng, target, plan.jic, shape)
+            lesion = make_lesion(frame.anatomy.radius, draw_lesion_shape(rng, plan, target))
             labels = label_map(frame, lesion, noise, target)
-            measurements = grading.grade_labels(labels, grading_meta())
-            reasons = grading.ambiguity_reasons(
-                measurements, PERCENT_BUFFER, POSITION_BUFFER_MM, ANGLE_BUFFER_DEG
-            )
-            if measurements["jic"] is None:
-                reasons.append("no necrosis on the upper mid-coronal slice")
-            elif measurements["jic"] != plan.jic and attempts <= MAX_ATTEMPTS // 2:
-                # keep the stratification: retry a few times before accepting another type
-                reasons.append(f"JIC {measurements['jic']} instead of {plan.jic}")
-            if not depression_ok(plan.stage, measurements["head_depression_mm"]):
-                reasons.append(f"depression {measurements['head_depression_mm']:.2f} mm vs {plan.stage}")
+            meta = grading_meta()
+            measurements = grading.grade_labels(labels, meta)
+            reasons = lesion_reasons(plan, measurements, lesion_tilt_deg(labels, meta))
             if not reasons:
                 break
     return LesionPlacement(lesion=lesion, labels=labels, measurements=measurements,

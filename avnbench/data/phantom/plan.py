@@ -1,9 +1,11 @@
 """The sampling plan: the phantom's grid, what each case is stratified towards, and its seeds.
 
-Nothing here draws a tissue: the plan fixes case identity (patient, which hip), the grade
-targets cycled by case index, the array grid for a shape, and the two random streams a case
-draws everything else from (``SeedSequence(seed)`` children keyed by case and by patient index,
-so case i is the same whatever the number of cases).
+Nothing here draws a tissue: the plan fixes case identity (patient, which hip), the Steinberg
+size class and ARCO stage cycled by case index (so that small datasets are mixed too), the array
+grid for a shape, and the two random streams a case draws everything else from
+(``SeedSequence(seed)`` children keyed by case and by patient index, so case i is the same
+whatever the number of cases). The JIC type is not planned: it follows from where the lesion
+lies and how far the acetabulum covers the head (see :mod:`.lesion`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from avnbench.errors import ConfigError
 
-PHANTOM_VERSION = "v1"
+PHANTOM_VERSION = "v2"
 DEFAULT_SHAPE = (80, 160, 160)
 #: Field of view (mm) along the array axes (z, y, x); any shape keeps it and scales the spacing.
 FIELD_OF_VIEW_MM = (80.0, 70.4, 70.4)
@@ -25,16 +27,17 @@ MAX_VOXELS = 64 * 1024 * 1024
 
 # Stratification by case index, so that small datasets are mixed too.
 STEINBERG_CYCLE = ("A", "B", "C")
-JIC_CYCLES = {"A": ("A", "C2", "B", "C1"), "B": ("C1", "B", "C2", "C1"), "C": ("C2", "C1", "C2", "C1")}
 STAGE_CYCLE = ("I", "IIIA", "II", "IIIB", "II", "I", "IIIB", "IIIA", "I", "II")
 #: Necrosis volume (% of the head) drawn for each Steinberg target, clear of the 15/30 % cuts.
 STEINBERG_PERCENT_RANGE = {"A": (4.0, 12.5), "B": (17.0, 28.0), "C": (32.0, 48.0)}
 LESION_FREE_EVERY, LESION_FREE_OFFSET = 13, 6
 
 
-def dataset_name(n_cases: int, seed: int, shape: tuple[int, int, int]) -> str:
-    """The dataset name, which says it is a synthetic phantom and encodes its parameters."""
-    return f"avn-phantom-{PHANTOM_VERSION}-n{n_cases}-s{seed}-{'x'.join(str(s) for s in shape)}"
+def dataset_name(n_cases: int, seed: int, shape: tuple[int, int, int], domain: str = "t1") -> str:
+    """The dataset name, which says it is a synthetic phantom and encodes its parameters
+    (acquisition domain, cases, seed, shape)."""
+    return (f"avn-phantom-{PHANTOM_VERSION}-{domain}-n{n_cases}-s{seed}-"
+            f"{'x'.join(str(s) for s in shape)}")
 
 
 def spacing_for(shape: tuple[int, int, int]) -> tuple[float, float, float]:
@@ -67,8 +70,8 @@ def check_shape(shape) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class CasePlan:
-    """What case ``index`` should be: identity and the grades it is stratified towards
-    (None throughout for a lesion-free hip)."""
+    """What case ``index`` should be: identity, the Steinberg size class and the ARCO stage
+    it is stratified towards (None for a lesion-free hip)."""
 
     index: int
     case_id: str
@@ -76,22 +79,21 @@ class CasePlan:
     patient_index: int
     bilateral: bool
     steinberg: str | None
-    jic: str | None
     stage: str | None
 
 
 def plan_case(index: int) -> CasePlan:
     """Deterministic plan of case ``index``: cases 3b and 3b+1 are the two hips of one patient,
-    case 3b+2 a patient with one hip; targets cycle by index (lesion-free every 13th case)."""
+    case 3b+2 a patient with one hip; size class and stage cycle by index (lesion-free every
+    13th case). The stage does not choose the lesion's place or its image difficulty."""
     block, pos = divmod(index, 3)
     patient_index = 2 * block + (0 if pos < 2 else 1)
     lesion_free = index % LESION_FREE_EVERY == LESION_FREE_OFFSET
     steinberg = None if lesion_free else STEINBERG_CYCLE[(index + block) % 3]
-    jic = None if lesion_free else JIC_CYCLES[steinberg][block % 4]
     stage = None if lesion_free else STAGE_CYCLE[index % len(STAGE_CYCLE)]
     return CasePlan(
         index=index, case_id=f"avn_{index:03d}", patient_id=f"pt_{patient_index:03d}",
-        patient_index=patient_index, bilateral=pos < 2, steinberg=steinberg, jic=jic, stage=stage,
+        patient_index=patient_index, bilateral=pos < 2, steinberg=steinberg, stage=stage,
     )
 
 

@@ -13,10 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 import numpy as np
 
-from avnbench.data.imageio import write_image
 from avnbench.data.dataset import (
     CASES_FILE,
     FILE_ENDING,
@@ -29,8 +27,10 @@ from avnbench.data.dataset import (
     write_cases_file,
     write_dataset_json,
 )
+from avnbench.data.imageio import write_image
 from avnbench.data.phantom.acquisition import render_image
 from avnbench.data.phantom.anatomy import CaseFrame, draw_anatomy, place_case
+from avnbench.data.phantom.domains import DEFAULT_DOMAIN, Domain, get_domain
 from avnbench.data.phantom.lesion import draw_roughening, place_lesion
 from avnbench.data.phantom.plan import (
     DEFAULT_SHAPE,
@@ -44,7 +44,6 @@ from avnbench.data.phantom.plan import (
     spacing_for,
 )
 from avnbench.errors import ConfigError
-
 
 
 @dataclass
@@ -73,9 +72,12 @@ def case_meta(plan: CasePlan, frame: CaseFrame, measurements=None, steinberg=Non
     )
 
 
-def generate_case(plan: CasePlan, shape=DEFAULT_SHAPE, seed: int = 0) -> GeneratedCase:
+def generate_case(plan: CasePlan, shape=DEFAULT_SHAPE, seed: int = 0,
+                  domain: Domain | str = DEFAULT_DOMAIN) -> GeneratedCase:
     """Generate one case (``shape`` voxels, z y x): draw anatomy and lesion, build labels, re-draw
-    the lesion until its measured grades are clear of every threshold, then synthesise the image."""
+    the lesion until its measured grades are clear of every threshold, then synthesise the image
+    in acquisition ``domain`` (the anatomy, lesion and labels do not depend on it)."""
+    domain = get_domain(domain)
     t0 = time.perf_counter()
     rng, patient_rng = case_streams(plan, seed)
     side = draw_side(plan, patient_rng)
@@ -86,7 +88,7 @@ def generate_case(plan: CasePlan, shape=DEFAULT_SHAPE, seed: int = 0) -> Generat
     t1 = time.perf_counter()
     measurements = placed.measurements
     measurements["ambiguity"] = "; ".join(placed.reasons) if placed.reasons else None
-    image = render_image(frame, placed.lesion, noise, plan.stage, rng)
+    image = render_image(frame, placed.lesion, noise, plan.stage, rng, domain)
     t2 = time.perf_counter()
     meta = case_meta(
         plan, frame, measurements,
@@ -126,14 +128,17 @@ def synthesize(
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    domain: str = DEFAULT_DOMAIN,
 ) -> Dataset:
     """Write the phantom dataset (nnU-Net raw layout + cases.json) to ``out`` and open it.
 
     ``out`` must be missing or empty unless ``force``: then the dataset files in it are
     overwritten, and phantom case files and a split left from an earlier dataset are removed.
-    ``shape`` is in voxels (z y x). ``progress(done, total)`` is called after each case.
+    ``shape`` is in voxels (z y x); ``domain`` names the acquisition domain
+    (:data:`~.domains.DOMAINS`). ``progress(done, total)`` is called after each case.
     """
     out = Path(out)
+    acquisition = get_domain(domain)
     if n_cases < 1:
         raise ConfigError(f"--cases must be at least 1, got {n_cases}")
     shape = check_shape(shape)
@@ -156,19 +161,20 @@ def synthesize(
 
     metas = []
     for i in range(n_cases):
-        case = generate_case(plan_case(i), shape, seed)
+        case = generate_case(plan_case(i), shape, seed, acquisition)
         write_case(out, case)
         metas.append(case.meta)
         if progress is not None:
             progress(i + 1, n_cases)
-    name = dataset_name(n_cases, seed, shape)
+    name = dataset_name(n_cases, seed, shape, acquisition.name)
     write_dataset_json(out, name, n_cases, synthetic=True)
     write_cases_file(out, CasesFile(
         name=name,
         synthetic=True,
         description=(
             f"Synthetic AVN hip MRI phantom {PHANTOM_VERSION} (avnbench data synth): {n_cases} "
-            f"cases, seed {seed}, {shape[0]}x{shape[1]}x{shape[2]} voxels of "
+            f"cases, seed {seed}, acquisition domain {acquisition.name} ({acquisition.title}), "
+            f"{shape[0]}x{shape[1]}x{shape[2]} voxels of "
             + "x".join(f"{s:.3g}" for s in spacing_for(shape))
             + " mm (z y x). Not clinical data."
         ),

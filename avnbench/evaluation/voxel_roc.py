@@ -1,4 +1,4 @@
-"""Voxel ROC of a segmentation's femoral-head probability, recorded per case by the runner.
+"""Voxel ROC of a segmentation's femoral-head probability, recorded per case by the runner (read by the report).
 
 Seed 003 picks its probability cut-off from an ROC over the voxels of its test cases. A run keeps
 no probability maps in MLflow (they are the size of the images), so the runner records, for
