@@ -206,11 +206,16 @@ def _predict_and_score(job: FoldJob, entry: Any, cases: list[Case], model_dir: P
     ``cases`` staged in the job's folder; every prediction checked, saved there and scored
     against its case's reference. Returns the per-case rows and the seconds spent in predict."""
     from avnbench.data import predictions as pred_io
+    from avnbench.evaluation.voxel_roc import ROC_FILE, head_probability_counts, write_fold_counts
 
     predictor = method_for_predict(entry.cls, job)
     sealed = stage_predict_cases(job, cases, entry.card.uses_landmarks)
     rows: list[dict[str, Any]] = []
     predict_seconds = 0.0
+    # P(head) histograms per case for the voxel ROC of the report (seed 003), from the checked
+    # prediction and the reference, never inside predict
+    roc_counts: dict[str, dict] = {}
+    (job.job_dir / "artifacts" / ROC_FILE).unlink(missing_ok=True)
     try:
         iterator = guarded_predictions(job.method, lambda: predictor.predict(sealed, model_dir, job.device))
         for i, case in enumerate(cases):
@@ -224,6 +229,8 @@ def _predict_and_score(job: FoldJob, entry: Any, cases: list[Case], model_dir: P
             row = score_prediction(prediction, case, entry.card.classes)
             row.update(case_id=case.case_id, patient_id=case.patient_id, fold=job.fold)
             rows.append(row)
+            if isinstance(prediction, SegmentationPrediction) and prediction.probabilities is not None:
+                roc_counts[case.case_id] = head_probability_counts(prediction.probabilities, case.label_array())
             if on_prediction is not None:
                 on_prediction(prediction, case)
             emit(RunEvent(kind="case_predicted", method=job.method, fold=job.fold, done=i + 1, total=len(cases),
@@ -232,6 +239,8 @@ def _predict_and_score(job: FoldJob, entry: Any, cases: list[Case], model_dir: P
             raise PluginError(f"method {job.method!r} yielded more predictions than its {len(cases)} cases")
     finally:
         shutil.rmtree(job.job_dir / INPUTS_DIR, ignore_errors=True)
+    if roc_counts:
+        write_fold_counts(job.job_dir / "artifacts" / ROC_FILE, roc_counts)
     return rows, predict_seconds
 
 

@@ -28,7 +28,7 @@ def _register_commands() -> None:
     # Each module adds its commands to `cli`; imported here so `avnbench --help` lists them all.
     from avnbench.cli import data  # noqa: F401
 
-    for optional in ("data_io", "score", "methods", "run", "leaderboard", "ui"):
+    for optional in ("data_io", "score", "methods", "run", "leaderboard", "report", "ui"):
         try:
             __import__(f"avnbench.cli.{optional}")
         except ModuleNotFoundError as e:

@@ -69,14 +69,25 @@ def train_epochs(
     better; default: the values themselves must hold one entry, used as is). Epochs before
     ``select_from`` are validated and reported but never selected. The checkpoint is written
     whenever an eligible epoch beats the best so far. Without ``validate`` the last epoch is the
-    model. Every epoch is reported as ``log.epoch(epoch + 1, epochs, **values)``. With
-    ``restore_best`` the model ends holding the checkpoint's weights.
+    model. Every epoch is reported as ``log.epoch(epoch + 1, epochs, **values)``, its values
+    with ``epoch_seconds`` (wall time of its training and validation, s) added. On a CUDA model
+    the peak GPU memory of the loop is recorded as ``log.metric("peak_gpu_memory_mib", ...)``
+    (``torch.cuda.max_memory_allocated``, MiB). With ``restore_best`` the model ends holding the
+    checkpoint's weights.
     """
+    import time
+
     if score is None:
         score = _single_value
+    cuda = _cuda_device(model)
+    if cuda is not None:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(cuda)
     best_score, best_epoch = None, epochs - 1
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
+        started = time.perf_counter()
         values = dict(train_epoch(epoch))
         last = epoch == epochs - 1
         if validate is not None and ((epoch + 1) % validate_every == 0 or last):
@@ -86,9 +97,14 @@ def train_epochs(
             if epoch >= select_from and (best_score is None or rank > best_score):
                 best_score, best_epoch = rank, epoch
                 save_state(model, checkpoint)
+        values["epoch_seconds"] = time.perf_counter() - started
         history.append(values)
         if log is not None:
             log.epoch(epoch + 1, epochs, **values)
+    if cuda is not None and log is not None:
+        import torch
+
+        log.metric("peak_gpu_memory_mib", torch.cuda.max_memory_allocated(cuda) / 2**20, step=epochs)
     if validate is None or best_score is None:
         best_epoch = epochs - 1
         save_state(model, checkpoint)
@@ -100,6 +116,15 @@ def train_epochs(
         selection="validation" if best_score is not None else "last_epoch",
         history=history,
     )
+
+
+def _cuda_device(model):
+    """The CUDA device ``model``'s parameters are on, else None."""
+    try:
+        parameter = next(iter(model.parameters()))
+    except (AttributeError, StopIteration, TypeError):
+        return None
+    return parameter.device if parameter.device.type == "cuda" else None
 
 
 def endless(loader):
