@@ -21,7 +21,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_paper.sh"
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env,
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env,
                           cwd=REPO, check=False)
 
 
