@@ -149,13 +149,15 @@ def plot_confusion(cm: Sequence[Sequence[int]] | np.ndarray, labels: Sequence[st
 
 def svg_text(fig, salt: str) -> str:
     """The figure as SVG text; ``salt`` fixes matplotlib's element ids, so output is reproducible
-    and ids differ between figures embedded in one page."""
+    and ids differ between figures embedded in one page. Text stays text (``svg.fonttype``
+    "none"): searchable and selectable in the page, and no figure carries its own copy of every
+    glyph's outline (which made a board's page mostly repeated font paths)."""
     import io
 
     from matplotlib import rc_context
 
     buffer = io.StringIO()
-    with rc_context({"svg.hashsalt": f"avnbench-{salt}", "svg.fonttype": "path"}):
+    with rc_context({"svg.hashsalt": f"avnbench-{salt}", "svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: the svg goes inline

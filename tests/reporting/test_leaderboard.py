@@ -149,6 +149,8 @@ def test_page_is_self_contained_with_links_figures_and_provenance(board, written
     run = next(r for r in board.compared if r.preset == "quick")
     assert f"href='http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}'" in page
     assert page.count("<svg") >= 4 and "SYNTHETIC PHANTOM" in page
+    # figure text is text, not a copy of every glyph's outline per figure
+    assert "<text" in page and 'id="DejaVuSans-' not in page
     assert re.search(r"avnbench \d+\.\d+\.\d+", page) and "commit" in page
     assert re.search(r"title='Dice necrosis: n = \d+ hips, \d+ patients; 95 % CI", page)
     svgs = sorted(p for p in written if p.suffix == ".svg")
