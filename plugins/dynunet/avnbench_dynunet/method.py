@@ -61,8 +61,12 @@ class DynUNetConfig(TorchMethodConfig):
         default=2, ge=0, le=LEVELS - 2,
         description="extra lower-resolution outputs in the loss, weighted 1/2, 1/4, ...",
     )
+    # quick: the CPU phantom's whole 40x80x80 image. Measured on the 2-core build machine (one
+    # torch thread, benchmarks/README.md): 0.62 s per training step against 0.90 s for the
+    # earlier 32x64x64 patch, which has fewer voxels but hits a slow path of the CPU convolution
+    # kernels; one window per image at inference, and the network sees the whole hip.
     patch_size: tuple[int, int, int] | None = Field(
-        default=(32, 64, 64),
+        default=(40, 80, 80),
         description="training patch and sliding-window size in voxels (z, y, x), clipped to the "
         "median image size and rounded up to the network's divisor; None = the whole median image",
     )

@@ -38,9 +38,11 @@ from avnbench.api import (
 from avnbench.training import NotFittedError, cpu_threads, require_fitted
 
 from avnbench_nnunet import _jobs
+from avnbench_nnunet.postprocessing import Postprocessing, apply_postprocessing, determine_postprocessing
 from avnbench_nnunet.workspace import Workspace, code_versions, training_key
 
 MODELS_FILE = "nnunet_models.json"
+POSTPROCESSING_FILE = "nnunet_postprocessing.json"
 
 CITATION = (
     "Ruckli A, Schmaranzer F, Lerch T, Boschung A, Steppacher S, Burger J, Tannast M, Siebenrock K, "
@@ -184,8 +186,9 @@ class _NnunetMethod(Method):
 
     # --- fit ------------------------------------------------------------------------------
     def fit(self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str) -> None:
-        """Train (or reuse) nnU-Net's members on ``train_cases``; ``val_cases`` only feed nnU-Net's
-        per-epoch pseudo Dice (``checkpoint_final`` is used, nothing is selected on them)."""
+        """Train (or reuse) nnU-Net's members on ``train_cases``; ``val_cases`` feed nnU-Net's
+        per-epoch pseudo Dice (``checkpoint_final`` is used, no checkpoint is selected on them)
+        and nnU-Net's choice of postprocessing (:mod:`avnbench_nnunet.postprocessing`)."""
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         context = self.context or _context_without_runner(train_cases, val_cases, workdir, self.config)
@@ -220,6 +223,20 @@ class _NnunetMethod(Method):
             })
             self._record_member(configuration, folder, trained_now)
         (workdir / MODELS_FILE).write_text(json.dumps({"method": self.card.name, "members": members}, indent=2))
+        self._decide_postprocessing(val_cases, workdir, device)
+
+    def _decide_postprocessing(self, val_cases: Sequence[Case], workdir: Path, device: str) -> None:
+        """nnU-Net's postprocessing for this method, chosen on its predictions of ``val_cases``
+        (none without them), to ``POSTPROCESSING_FILE``."""
+        ids, predicted, references = [], [], []
+        for case, probabilities in self._probabilities(val_cases, workdir, device):
+            ids.append(case.case_id)
+            predicted.append(np.argmax(probabilities, axis=0).astype(np.uint8))
+            references.append(case.label_array())
+        decision = determine_postprocessing(ids, predicted, references)
+        (workdir / POSTPROCESSING_FILE).write_text(decision.model_dump_json(indent=2) + "\n")
+        if self.log:
+            self.log.param("postprocessing", decision.describe())
 
     def _tag(self, configuration: str) -> str:
         """Prefix of a member's values in the fold's run ('' for a single member)."""
@@ -263,9 +280,20 @@ class _NnunetMethod(Method):
 
     # --- predict --------------------------------------------------------------------------
     def predict(self, cases: Sequence[PredictCase], workdir: Path, device: str) -> Iterator[SegmentationPrediction]:
-        """Softmax of each member on the original image grid, averaged (one member: itself)."""
+        """Softmax of each member on the original image grid, averaged (one member: itself);
+        labels = its argmax with the postprocessing ``fit`` chose."""
+        (pp_path,) = require_fitted(self.card.name, Path(workdir), POSTPROCESSING_FILE)
+        postprocessing = Postprocessing.model_validate_json(pp_path.read_text())
+        for case, probabilities in self._probabilities(cases, workdir, device):
+            labels = apply_postprocessing(np.argmax(probabilities, axis=0).astype(np.uint8), postprocessing)
+            yield SegmentationPrediction(case_id=case.case_id, labels=labels, probabilities=probabilities)
+
+    def _probabilities(self, cases: Sequence[Case | PredictCase], workdir: Path, device: str):
+        """(case, averaged softmax (classes, z, y, x) float32) for each case, in order."""
         (models_path,) = require_fitted(self.card.name, Path(workdir), MODELS_FILE)
         members = json.loads(models_path.read_text())["members"]
+        if not cases:
+            return
         with _quiet():
             predictors = [
                 _load_predictor((Path(workdir).resolve() / m["folder"]).resolve(), device, self.config)
@@ -283,8 +311,7 @@ class _NnunetMethod(Method):
                     p = np.asarray(p, dtype=np.float32)
                     probabilities = p if probabilities is None else probabilities + p
             probabilities /= len(predictors)
-            labels = np.argmax(probabilities, axis=0).astype(np.uint8)
-            yield SegmentationPrediction(case_id=case.case_id, labels=labels, probabilities=probabilities)
+            yield case, probabilities
 
 
 def _load_predictor(folder: Path, device: str, config: NnunetConfig):

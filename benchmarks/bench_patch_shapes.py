@@ -1,0 +1,87 @@
+"""Seconds per training step of the CPU presets' 3D networks at candidate patch shapes.
+
+Run:  .venv/bin/python benchmarks/bench_patch_shapes.py [--threads 1] [--steps 6] [SPEC ...]
+
+A SPEC is ``dynunet:Z,Y,X`` (the ``dynunet`` plugin's network at its ``quick`` widths 8-96 and
+the phantom's topology) or ``nnunet3d:BASE:Z,Y,X:BATCH`` (nnU-Net's PlainConvUNet, 5 stages, as
+planned for the phantom's 3d_fullres with ``BASE`` first-stage features, capped at 10×BASE).
+Each is timed over ``--steps`` forward + backward + SGD steps on random input after two warm-up
+steps, with ``--threads`` torch threads. Without SPECs it times the shapes the presets chose
+between. Why this exists: CPU convolution speed per voxel depends strongly on the shape (on the
+project's build machine a 32×64×64 DynUNet patch was slower than the whole 40×80×80 image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+DEFAULT = ["dynunet:32,64,64", "dynunet:40,80,80", "dynunet:24,64,64", "dynunet:32,48,48",
+           "nnunet3d:8:24,48,48:2", "nnunet3d:8:40,80,80:1", "nnunet3d:8:40,80,80:2", "nnunet3d:8:32,64,64:1"]
+
+
+def dynunet(patch: list[int]):
+    import torch
+    from monai.networks.nets import DynUNet
+
+    net = DynUNet(3, 1, 3, [[1, 3, 3]] + [[3, 3, 3]] * 4, [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+                  [[1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]], filters=[8, 16, 32, 64, 96],
+                  norm_name=("INSTANCE", {"affine": True}), deep_supervision=True, deep_supr_num=2)
+    return net, torch.randn(1, 1, *patch)
+
+
+def nnunet3d(base: int, patch: list[int], batch: int):
+    import torch
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    stages = 5
+    features = [min(base * 2**i, 10 * base) for i in range(stages)]
+    net = PlainConvUNet(1, stages, features, torch.nn.Conv3d, [[1, 3, 3]] + [[3, 3, 3]] * (stages - 1),
+                        [[1, 1, 1], [1, 2, 2]] + [[2, 2, 2]] * (stages - 2), [2] * stages, 3, [2] * (stages - 1),
+                        True, torch.nn.InstanceNorm3d, {"eps": 1e-5, "affine": True}, None, None,
+                        torch.nn.LeakyReLU, {"inplace": True}, deep_supervision=True)
+    return net, torch.randn(batch, 1, *patch)
+
+
+def seconds_per_step(net, x, steps: int) -> float:
+    import torch
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99)
+    for i in range(steps + 2):
+        if i == 2:
+            t0 = time.perf_counter()
+        out = net(x)
+        loss = sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as one job per core)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per shape (default 6)")
+    parser.add_argument("specs", nargs="*", default=DEFAULT)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"{'network and patch':<28} {'voxels/step':>12} {'s/step':>8} {'µs/voxel':>9}   (torch threads {args.threads})")
+    for spec in args.specs:
+        kind, *parts = spec.split(":")
+        if kind == "dynunet":
+            patch, batch = [int(v) for v in parts[0].split(",")], 1
+            net, x = dynunet(patch)
+        elif kind == "nnunet3d":
+            patch, batch = [int(v) for v in parts[1].split(",")], int(parts[2])
+            net, x = nnunet3d(int(parts[0]), patch, batch)
+        else:
+            raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X or nnunet3d:BASE:Z,Y,X:BATCH")
+        voxels = batch * patch[0] * patch[1] * patch[2]
+        s = seconds_per_step(net, x, args.steps)
+        print(f"{spec:<28} {voxels:>12,} {s:>8.3f} {s / voxels * 1e6:>9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
