@@ -61,12 +61,12 @@ class DynUNetConfig(TorchMethodConfig):
         default=2, ge=0, le=LEVELS - 2,
         description="extra lower-resolution outputs in the loss, weighted 1/2, 1/4, ...",
     )
-    # quick: the CPU phantom's whole 40x80x80 image. Measured on the 2-core build machine (one
-    # torch thread, benchmarks/README.md): 0.62 s per training step against 0.90 s for the
-    # earlier 32x64x64 patch, which has fewer voxels but hits a slow path of the CPU convolution
-    # kernels; one window per image at inference, and the network sees the whole hip.
+    # quick: 32x64x64, foreground-balanced crops of the 40x80x80 CPU phantom. The whole image is
+    # faster per step on this CPU (benchmarks/bench_patch_shapes.py: 0.62 s against 0.92 s on one
+    # thread) but, measured on all 5 folds of the v2 phantom, then finds no necrosis at all
+    # (Dice 0.00 against 0.26): the balanced crops are what shows it the lesions often enough.
     patch_size: tuple[int, int, int] | None = Field(
-        default=(40, 80, 80),
+        default=(32, 64, 64),
         description="training patch and sliding-window size in voxels (z, y, x), clipped to the "
         "median image size and rounded up to the network's divisor; None = the whole median image",
     )
