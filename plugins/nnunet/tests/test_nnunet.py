@@ -14,7 +14,15 @@ from avnbench.testing import check_method, job_dir_for
 from avnbench.training import NotFittedError
 
 from avnbench_nnunet import _jobs
-from avnbench_nnunet.method import MODELS_FILE, NnunetConfig, NnunetEnsemble, NnunetThreeD, NnunetTwoD
+from avnbench_nnunet.method import (
+    MODELS_FILE,
+    POSTPROCESSING_FILE,
+    NnunetConfig,
+    NnunetEnsemble,
+    NnunetThreeD,
+    NnunetTwoD,
+)
+from avnbench_nnunet.postprocessing import Postprocessing, apply_postprocessing
 from avnbench_nnunet.workspace import JOB_FILE, TRAINER_FOLDER
 
 METHODS = (NnunetTwoD, NnunetThreeD, NnunetEnsemble)
@@ -34,7 +42,7 @@ def trained(tiny_dataset, tmp_path_factory):
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         mp.delenv(var, raising=False)
     try:
-        predictions, members, mtimes = {}, {}, {}
+        predictions, members, mtimes, postprocessing = {}, {}, {}, {}
         for cls in METHODS:
             name = cls.card.name
             if cls is NnunetEnsemble:  # what the ensemble must leave alone
@@ -42,12 +50,14 @@ def trained(tiny_dataset, tmp_path_factory):
             predictions[name] = check_method(cls, tiny_dataset, workdir, preset="smoke")
             job_dir = job_dir_for(workdir, tiny_dataset.name, name, "smoke", 0)
             members[name] = json.loads((job_dir / MODELS_FILE).read_text())["members"]
+            postprocessing[name] = Postprocessing.model_validate_json((job_dir / POSTPROCESSING_FILE).read_text())
             for member in members[name]:
                 member["folder"] = str((job_dir.resolve() / member["folder"]).resolve())
     finally:
         mp.undo()
     return {"workdir": workdir, "home": home, "cwd": cwd, "predictions": predictions,
-            "members": members, "mtimes_before_ensemble": mtimes, "dataset": tiny_dataset}
+            "members": members, "mtimes_before_ensemble": mtimes, "dataset": tiny_dataset,
+            "postprocessing": postprocessing}
 
 
 def _member_mtimes(members: dict) -> dict[str, int]:
@@ -70,11 +80,13 @@ def test_members_trained_and_ensemble_reuses_them(trained):
 
 
 def test_ensemble_is_the_softmax_average_of_its_members(trained):
-    p = trained["predictions"]
+    """Probabilities: the members' mean; labels: its argmax with the ensemble's own postprocessing."""
+    p, decision = trained["predictions"], trained["postprocessing"]["nnunet-ensemble"]
     for two_d, three_d, ens in zip(p["nnunet-2d"], p["nnunet-3d"], p["nnunet-ensemble"]):
         mean = (two_d.probabilities + three_d.probabilities) / 2
         np.testing.assert_allclose(ens.probabilities, mean, atol=1e-5)
-        np.testing.assert_array_equal(ens.labels, np.argmax(mean, axis=0))
+        expected = apply_postprocessing(np.argmax(mean, axis=0).astype(np.uint8), decision)
+        np.testing.assert_array_equal(ens.labels, expected)
         assert ens.probabilities.dtype == np.float32
 
 
@@ -253,3 +265,11 @@ def test_epochs_are_reported_while_nnunet_trains(tiny_dataset, tmp_path, monkeyp
     assert {"train_loss", "val_loss", "pseudo_dice"} <= set(epochs[0][1].values)
     # the first epoch arrived before nnU-Net's child process had finished and exported the model
     assert epochs[0][0] < exported.stat().st_mtime
+
+
+def test_postprocessing_is_decided_on_internal_validation_cases_only(trained):
+    folds, _ = read_splits(trained["dataset"])
+    for name, decision in trained["postprocessing"].items():
+        assert decision.cases, f"{name}: no internal validation case was predicted"
+        assert set(decision.cases) <= set(folds[0].train), name
+        assert not set(decision.cases) & set(folds[0].val), f"{name}: decided on the fold's test cases"

@@ -6,8 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from avnbench_nnunet.postprocessing import Postprocessing, apply_postprocessing, determine_postprocessing
+from avnbench_nnunet.postprocessing import (
+    Postprocessing,
+    apply_postprocessing,
+    determine_postprocessing,
+)
 
 
 def _head(shape=(12, 16, 16)) -> np.ndarray:
@@ -40,7 +43,9 @@ CASES = {
 
 def _nnunet_steps(tmp_path, refs, preds) -> list[list[int]]:
     """The steps nnU-Net's own determine_postprocessing picks from NIfTI folders."""
-    from nnunetv2.postprocessing.remove_connected_components import determine_postprocessing as nnunet_determine
+    from nnunetv2.postprocessing.remove_connected_components import (
+        determine_postprocessing as nnunet_determine,
+    )
 
     pred_dir, ref_dir = tmp_path / "pred", tmp_path / "ref"
     pred_dir.mkdir()
