@@ -28,7 +28,6 @@ def builtin_phantom(device: str, cases: int | None, shape: tuple[int, int, int] 
     40×80×80) so that the whole benchmark fits in half an hour. The dataset's name says which.
     """
     from avnbench.data.dataset import load_dataset
-    from avnbench.data.phantom import synthesize
     from avnbench.data.phantom.plan import dataset_name
 
     n_default, shape_default = GPU_PHANTOM if device == "cuda" else CPU_PHANTOM
@@ -37,10 +36,29 @@ def builtin_phantom(device: str, cases: int | None, shape: tuple[int, int, int] 
     # anew instead of an older one being reused from the cache
     folder = default_cache_dir() / "datasets" / dataset_name(n, 0, shp)
     if not (folder / "cases.json").exists():
-        tmp = folder.with_name(folder.name + ".partial")
-        synthesize(tmp, n_cases=n, seed=0, shape=shp, force=True, progress=progress)
-        tmp.replace(folder)
+        _generate_once(folder, n, shp, progress)
     return load_dataset(folder).root
+
+
+def _generate_once(folder: Path, n: int, shape: tuple[int, int, int], progress) -> None:
+    """Generate into a folder of this process's own, then move it into place; two commands
+    started at once (two terminals, two CI jobs) each generate, and the second keeps the first's."""
+    import shutil
+
+    from avnbench.data.files import temporary_sibling
+    from avnbench.data.phantom import synthesize
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(folder)
+    try:
+        synthesize(tmp, n_cases=n, seed=0, shape=shape, force=True, progress=progress)
+        try:
+            tmp.replace(folder)
+        except OSError:
+            if not (folder / "cases.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def parse_folds(text: str | None) -> list[int] | None:
