@@ -2,13 +2,16 @@
 
 Run:  .venv/bin/python benchmarks/bench_patch_shapes.py [--threads 1] [--steps 6] [SPEC ...]
 
-A SPEC is ``dynunet:Z,Y,X`` (the ``dynunet`` plugin's network at its ``quick`` widths 8-96 and
-the phantom's topology) or ``nnunet3d:BASE:Z,Y,X:BATCH`` (nnU-Net's PlainConvUNet, 5 stages, as
+A SPEC is ``dynunet:Z,Y,X[:BATCH]`` (the ``dynunet`` plugin's network at its ``quick`` widths
+8-96 and the phantom's topology; batch 1 unless given) or ``nnunet3d:BASE:Z,Y,X:BATCH`` (nnU-Net's PlainConvUNet, 5 stages, as
 planned for the phantom's 3d_fullres with ``BASE`` first-stage features, capped at 10×BASE).
 Each is timed over ``--steps`` forward + backward + SGD steps on random input after two warm-up
 steps, with ``--threads`` torch threads. Without SPECs it times the shapes the presets chose
-between. Why this exists: CPU convolution speed per voxel depends strongly on the shape (on the
-project's build machine a 32×64×64 DynUNet patch was slower than the whole 40×80×80 image).
+between. Why this exists: CPU convolution speed per voxel depends strongly on the shape and the
+batch. PyTorch sends a 3×3×3 convolution of a batch of one to oneDNN only when
+channels × depth × height of its input exceed 20480 (``use_mkldnn`` in ATen's Convolution.cpp),
+else to its slow reference kernel (``slow_conv3d``): on the project's build machine a 32×64×64
+DynUNet patch took 0.92 s per step alone and 0.39 s as a batch of two.
 """
 
 from __future__ import annotations
@@ -16,18 +19,19 @@ from __future__ import annotations
 import argparse
 import time
 
-DEFAULT = ["dynunet:32,64,64", "dynunet:40,80,80", "dynunet:24,64,64", "dynunet:32,48,48",
-           "nnunet3d:8:24,48,48:2", "nnunet3d:8:40,80,80:1", "nnunet3d:8:40,80,80:2", "nnunet3d:8:32,64,64:1"]
+DEFAULT = ["dynunet:32,64,64", "dynunet:32,64,64:2", "dynunet:40,80,80", "dynunet:24,64,64", "dynunet:32,48,48",
+           "dynunet:32,48,48:2", "nnunet3d:8:24,48,48:2", "nnunet3d:8:32,48,48:2", "nnunet3d:8:32,48,48:1",
+           "nnunet3d:8:40,80,80:1", "nnunet3d:8:40,80,80:2", "nnunet3d:8:32,64,64:1"]
 
 
-def dynunet(patch: list[int]):
+def dynunet(patch: list[int], batch: int = 1):
     import torch
     from monai.networks.nets import DynUNet
 
     net = DynUNet(3, 1, 3, [[1, 3, 3]] + [[3, 3, 3]] * 4, [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
                   [[1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]], filters=[8, 16, 32, 64, 96],
                   norm_name=("INSTANCE", {"affine": True}), deep_supervision=True, deep_supr_num=2)
-    return net, torch.randn(1, 1, *patch)
+    return net, torch.randn(batch, 1, *patch)
 
 
 def nnunet3d(base: int, patch: list[int], batch: int):
@@ -71,13 +75,13 @@ def main() -> None:
     for spec in args.specs:
         kind, *parts = spec.split(":")
         if kind == "dynunet":
-            patch, batch = [int(v) for v in parts[0].split(",")], 1
-            net, x = dynunet(patch)
+            patch, batch = [int(v) for v in parts[0].split(",")], int(parts[1]) if len(parts) > 1 else 1
+            net, x = dynunet(patch, batch)
         elif kind == "nnunet3d":
             patch, batch = [int(v) for v in parts[1].split(",")], int(parts[2])
             net, x = nnunet3d(int(parts[0]), patch, batch)
         else:
-            raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X or nnunet3d:BASE:Z,Y,X:BATCH")
+            raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X[:BATCH] or nnunet3d:BASE:Z,Y,X:BATCH")
         voxels = batch * patch[0] * patch[1] * patch[2]
         s = seconds_per_step(net, x, args.steps)
         print(f"{spec:<28} {voxels:>12,} {s:>8.3f} {s / voxels * 1e6:>9.2f}", flush=True)

@@ -21,7 +21,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avnbench.api import Case, ConfigError, Method, MethodCard, PredictCase, SegmentationPrediction
+from avnbench.api import (
+    Case, ConfigError, JobResources, Method, MethodCard, MethodConfig, PredictCase, SegmentationPrediction,
+)
 from avnbench.training import (
     Precision,
     TorchMethodConfig,
@@ -61,10 +63,8 @@ class DynUNetConfig(TorchMethodConfig):
         default=2, ge=0, le=LEVELS - 2,
         description="extra lower-resolution outputs in the loss, weighted 1/2, 1/4, ...",
     )
-    # quick: 32x64x64, foreground-balanced crops of the 40x80x80 CPU phantom. The whole image is
-    # faster per step on this CPU (benchmarks/bench_patch_shapes.py: 0.62 s against 0.92 s on one
-    # thread) but, measured on all 5 folds of the v2 phantom, then finds no necrosis at all
-    # (Dice 0.00 against 0.26): the balanced crops are what shows it the lesions often enough.
+    # quick: 32x64x64, foreground-balanced crops of the 40x80x80 CPU phantom (the whole image, with
+    # no balanced crops, found no necrosis on any fold of the v2 phantom: Dice 0.00 against 0.26).
     patch_size: tuple[int, int, int] | None = Field(
         default=(32, 64, 64),
         description="training patch and sliding-window size in voxels (z, y, x), clipped to the "
@@ -75,7 +75,12 @@ class DynUNetConfig(TorchMethodConfig):
         description="loss weights of background, vital, necrosis (cross-entropy and Dice); "
         "None = equal",
     )
-    batch_size: int = Field(default=1, ge=1, description="patches per training step")
+    # quick: 2. PyTorch runs a 3x3x3 convolution of a batch of one through its slow reference
+    # kernel unless channels x depth x height exceed 20480, and through oneDNN for any larger
+    # batch: a step of two 32x64x64 patches takes 0.39 s on one thread, one patch 0.92 s
+    # (benchmarks/bench_patch_shapes.py). Measured on folds 0 and 4 of the v2 phantom, 250 steps
+    # of two patches also learn the lesion where one patch did not (README, "Presets").
+    batch_size: int = Field(default=2, ge=1, description="patches per training step")
     epochs: int = Field(default=25, ge=1, description="training epochs")
     iterations_per_epoch: int = Field(default=10, ge=1, description="training steps per epoch")
     validate_every: int = Field(
@@ -105,6 +110,7 @@ class DynUNetConfig(TorchMethodConfig):
             "filters": (4, 8, 8, 16, 16),
             "deep_supervision_heads": 1,
             "patch_size": None,
+            "batch_size": 1,
             "epochs": 2,
             "iterations_per_epoch": 2,
             "validate_every": 1,
@@ -177,6 +183,18 @@ class DynUNetMethod(Method):
     )
     Config = DynUNetConfig
     config: DynUNetConfig
+
+    @classmethod
+    def resources(cls, preset: str, device: str, config: MethodConfig | None = None) -> JobResources:
+        """One core per torch thread (one when torch chooses), one GPU on ``cuda``, and host memory
+        for the cached training cases and the network: 2 GiB on the CPU presets (a ``quick``
+        fold job peaked near 2 GiB resident, MLflow and the driver included), 6 GiB for ``paper``
+        (40 full-size cases cached, 80×160×160 patches)."""
+        config = config if config is not None else cls.Config.preset(preset)
+        threads = getattr(config, "cpu_threads", None) or 1
+        memory = 6144 if preset == "paper" else 2048
+        return JobResources(num_cpus=1 if device == "cuda" else threads, num_gpus=1 if device == "cuda" else 0,
+                            memory_mb=memory)
 
     def fit(self, train_cases: Sequence[Case], val_cases: Sequence[Case], workdir: Path, device: str) -> None:
         """Train on ``train_cases``; keep the checkpoint with the best mean Dice on ``val_cases``."""
