@@ -164,8 +164,9 @@ class _Driver:
         return self.outcome
 
     def _dispatch(self, queue: list[PlannedStep]) -> None:
-        """Hand out, in plan order, every step whose predecessors are done (while the executor
-        has room); settle at once the reused folds, unneeded prepares and blocked steps."""
+        """Hand out, in plan order, every step whose predecessors are done, until the executor
+        has no room for the next one; settle at once the reused folds, unneeded prepares and
+        blocked steps."""
         i = 0
         while i < len(queue):
             step = queue[i]
@@ -191,8 +192,8 @@ class _Driver:
                 queue.pop(i)
                 self._fail(step, StepNotRun(f"{step.key} was not run: {state.failures[0].message}"), quiet=True)
                 continue
-            if self.executor.slots is not None and self.executor.running() >= self.executor.slots:
-                return
+            if not self.executor.has_room(step):
+                return  # later steps wait too: the plan's order is kept (see RayExecutor.has_room)
             queue.pop(i)
             if step.job is not None:
                 self._start(state)

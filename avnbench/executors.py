@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from avnbench.planning import PlannedStep
 
 RAY_MAX_RETRIES = 2  # re-runs of a step whose worker or node died (never of a method's own error)
 POLL_SECONDS = 0.5
+TOTALS_REFRESH_SECONDS = 30.0  # how often has_room asks Ray for the cluster's cores and GPUs
 ReportKind = Literal["started", "progress", "training", "finished", "failed"]
 
 
@@ -80,13 +82,12 @@ def run_step(step: PlannedStep, entry: Any, report: Report) -> Any:
 class LocalExecutor:
     """Steps run in this process, one at a time, in the order they were submitted.
 
-    ``slots`` = 1 makes the driver hand out one step at a time, so the order (and every hook
-    call) is today's: a method's folds in order, each method after the previous one. A method's
-    exception (``Exception``) is reported as ``failed``; an interrupt propagates.
+    Room for one step at a time, so the driver hands out one step at a time and the order (and
+    every hook call) is the plan's: a method's folds in order, each method after the previous
+    one. A method's exception (``Exception``) is reported as ``failed``; an interrupt propagates.
     """
 
     name = "local"
-    slots: int | None = 1
     keeps_going = False  # after a fold fails, the method's remaining folds are not started
     gpus_elsewhere = False  # --device cuda needs a GPU here
 
@@ -101,6 +102,10 @@ class LocalExecutor:
 
     def running(self) -> int:
         return len(self._queue)
+
+    def has_room(self, step: PlannedStep) -> bool:
+        """Whether ``step`` may be submitted now: only when nothing else is."""
+        return not self._queue
 
     def check(self, steps: list[PlannedStep]) -> None:
         """Nothing to check: this machine runs whatever the plan holds."""
@@ -202,7 +207,6 @@ class RayExecutor:
     """
 
     name = "ray"
-    slots: int | None = None  # Ray queues tasks by the resources they ask for
     keeps_going = True  # a failed fold does not stop the others
     gpus_elsewhere = True  # --device cuda: the cluster's GPUs count (see check), not this machine's
 
@@ -218,6 +222,8 @@ class RayExecutor:
         self._mailbox: Any = None
         self._refs: dict[Any, PlannedStep] = {}
         self._task: Any = None
+        self._totals: dict[str, float] = {}
+        self._totals_at = float("-inf")
 
     def __enter__(self) -> "RayExecutor":
         ray = self._ray
@@ -253,6 +259,25 @@ class RayExecutor:
 
     def running(self) -> int:
         return len(self._refs)
+
+    def has_room(self, step: PlannedStep) -> bool:
+        """Whether the cluster's cores and GPUs, less those the submitted steps asked for, hold
+        ``step`` (always, when nothing is submitted).
+
+        Ray does not start queued tasks in submission order: given a 1-core and a 2-core task it
+        starts the 1-core one whenever a core frees, so a step that asks for more cores (nnU-Net's
+        preprocessing, which every nnU-Net fold waits on) can be overtaken until the smaller ones
+        run out (4 minutes of the main command once). Submitting only what fits keeps the plan's
+        order; a step that fits the cluster's sum but no one node waits inside Ray."""
+        if not self._refs:
+            return True
+        if time.monotonic() - self._totals_at > TOTALS_REFRESH_SECONDS:  # nodes may join or leave
+            self._totals = self._ray.cluster_resources()
+            self._totals_at = time.monotonic()
+        used_cpus = sum(s.resources.num_cpus for s in self._refs.values())
+        used_gpus = sum(s.resources.num_gpus for s in self._refs.values())
+        return (used_cpus + step.resources.num_cpus <= self._totals.get("CPU", 0) + 1e-9
+                and used_gpus + step.resources.num_gpus <= self._totals.get("GPU", 0) + 1e-9)
 
     def check(self, steps: list[PlannedStep]) -> None:
         """A ConfigError if a step asks for more CPUs, GPUs or memory than any one node of the

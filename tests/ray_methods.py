@@ -66,3 +66,19 @@ class DiesOnce(TimedMember):
             marker.write_text("")
             os._exit(1)
         super().fit(train_cases, val_cases, workdir, device)
+
+
+class TwoCores(TimedMember):
+    """Asks the executor for two cores (as nnU-Net's preprocessing may)."""
+
+    card = MethodCard(name="two-cores", task="segmentation", description="test", citation="none")
+
+    @classmethod
+    def resources(cls, preset, device, config=None):
+        from avnbench.methods import JobResources
+
+        return JobResources(num_cpus=2, num_gpus=0, memory_mb=256)
+
+
+class OneCore(TimedMember):
+    card = MethodCard(name="one-core", task="segmentation", description="test", citation="none")

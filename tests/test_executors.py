@@ -27,7 +27,7 @@ ray = pytest.importorskip("ray")
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 import ray_methods  # noqa: E402  (importable by the Ray workers through PYTHONPATH)
-from ray_methods import TIMES_FILE, FailsOnFold1, TimedEnsemble, TimedMember  # noqa: E402
+from ray_methods import TIMES_FILE, FailsOnFold1, OneCore, TimedEnsemble, TimedMember, TwoCores  # noqa: E402
 
 WORKER_ENV = {"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}}
 
@@ -71,6 +71,10 @@ def test_nnunet_methods_share_one_prepare_step_before_their_folds(tiny_dataset, 
     assert [s.key for s in prepares] == ["nnunet-2d/prepare"] and plan.steps[0] is prepares[0]
     assert plan.step("nnunet-ensemble/fold_1").after == ("nnunet-2d/prepare", "nnunet-2d/fold_1", "nnunet-3d/fold_1")
     assert plan.step("nnunet-3d/fold_1").after == ("nnunet-2d/prepare",)
+    mixed = plan_invocation(["threshold-baseline", "nnunet-2d"], tiny_dataset.root, tmp_path / "w", "smoke", [1],
+                            "cpu", 0, registry)
+    assert [s.key for s in mixed.steps] == ["nnunet-2d/prepare", "threshold-baseline/fold_1", "nnunet-2d/fold_1"], \
+        "a prepare step goes first: every fold of its methods waits on it"
 
     on_gpus = plan_invocation(["nnunet-2d"], tiny_dataset.root, tmp_path / "w", "smoke", [1], "cuda", 0, registry,
                               gpus_elsewhere=True)
@@ -143,6 +147,27 @@ def test_a_method_runs_after_what_it_builds_on_across_workers(ray_cluster, tiny_
     overlapping = any(a["start"] < b["end"] and b["start"] < a["end"]
                       for i, a in enumerate(member_spans) for b in member_spans[i + 1:])
     assert overlapping, "with 2 CPUs, two 1-CPU folds run side by side"
+
+
+def test_ray_starts_steps_in_the_plans_order_when_one_asks_for_more_cores(ray_cluster, tiny_dataset, tmp_path):
+    # Handed to Ray all at once, the 1-core step would take the core the running one leaves and
+    # the 2-core step (think nnU-Net's preprocessing) would wait behind every smaller step.
+    registry = registry_of(TimedMember, TwoCores, OneCore)
+    overrides = {"timed-member": {"sleep_seconds": 1.0}, "two-cores": {"sleep_seconds": 0.3}}
+    folds = [0, 1, 2]
+    outcome = run_invocation(["timed-member", "two-cores", "one-core"], tiny_dataset.root, tmp_path / "w", "smoke",
+                             folds=folds, device="cpu", registry=registry, n_bootstrap=10, overrides=overrides,
+                             executor=RayExecutor())
+    assert outcome.failures == []
+
+    def spans(method):
+        dirs = [job_dir_for(tmp_path / "w", tiny_dataset.name, method, "smoke", k) for k in folds]
+        return [json.loads((d / TIMES_FILE).read_text()) for d in dirs]
+
+    wide = spans("two-cores")
+    assert min(s["start"] for s in wide) >= max(s["end"] for s in spans("timed-member"))
+    assert min(s["start"] for s in spans("one-core")) >= max(s["end"] for s in wide), \
+        "a 1-core step overtook a 2-core step planned before it"
 
 
 def test_a_step_whose_dataset_a_worker_cannot_see_names_the_node(ray_cluster, tiny_dataset, tmp_path):
