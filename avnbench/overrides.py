@@ -1,7 +1,7 @@
 """Config overrides on top of a preset: ``--set FIELD=VALUE``, ``--config FILE`` and shortcuts.
 
 An override is either *shared* (``--set cpu_threads=1``: every method of the invocation whose
-``Config`` has that field) or *scoped* to one method (``--set dynunet.max_steps=50``; method
+``Config`` has that field) or *scoped* to one method (``--set dynunet.epochs=10``; method
 names never contain a dot). A config file is YAML or JSON: a mapping of fields (shared), of method
 names to mappings of fields (scoped), or both. Values are parsed as YAML scalars (``3``, ``0.5``,
 ``true``, ``null``, ``[32, 64, 64]``). The resolved config, overrides included, is what the run key
@@ -86,7 +86,7 @@ def parse_set(items: Iterable[str]) -> Overrides:
             raise ConfigError(f"--set {item!r}: write FIELD=VALUE or METHOD.FIELD=VALUE, e.g. --set cpu_threads=1")
         method, dot, name = key.rpartition(".")
         if dot and (not method or not name):
-            raise ConfigError(f"--set {item!r}: write METHOD.FIELD=VALUE, e.g. --set dynunet.max_steps=50")
+            raise ConfigError(f"--set {item!r}: write METHOD.FIELD=VALUE, e.g. --set dynunet.epochs=10")
         (scoped.setdefault(method, {}) if dot else shared)[name] = _parse_value(value)
     return Overrides(shared=shared, scoped=scoped)
 

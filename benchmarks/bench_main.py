@@ -48,8 +48,11 @@ def job_times(workdir: Path) -> list[dict]:
     jobs = []
     for path in sorted(workdir.rglob("result.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
+        # older commits' result.json do not name method and preset; their folder does
+        # (<dataset>/<method>/<preset>/fold_<k>/result.json)
+        method, preset = data.get("method", path.parts[-4]), data.get("preset", path.parts[-3])
         jobs.append({
-            "method": data["method"], "preset": data["preset"], "fold": data["fold"],
+            "method": method, "preset": preset, "fold": data["fold"],
             "fit_s": float(data["fit_seconds"]),
             "predict_s": float(data["predict_seconds"]), "n_cases": int(data["n_cases"]),
         })

@@ -39,7 +39,7 @@ def test_malformed_set_is_one_line(items, fragment):
     [
         (Overrides(shared={"no_such": 1}), "no method of this command has a config field 'no_such'. Allowed: "),
         (Overrides(scoped={"threshold-baseline": {"no_such": 1}}), "has no config field 'no_such'. Allowed: "),
-        (Overrides(scoped={"dynunet": {"max_steps": 1}}), "which this command does not run"),
+        (Overrides(scoped={"dynunet": {"epochs": 1}}), "which this command does not run"),
     ],
 )
 def test_overrides_are_checked_against_the_methods_run(overrides, fragment, baseline_config):
