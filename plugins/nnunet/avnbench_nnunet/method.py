@@ -10,6 +10,7 @@ which resamples back to the original image grid). See ``workspace.py`` for where
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -38,6 +39,7 @@ from avnbench.api import (
 from avnbench.training import NotFittedError, cpu_threads, require_fitted
 
 from avnbench_nnunet import _jobs
+from avnbench_nnunet.members import MemberSoftmax, file_sha256
 from avnbench_nnunet.postprocessing import Postprocessing, apply_postprocessing, determine_postprocessing
 from avnbench_nnunet.workspace import Workspace, code_versions, training_key
 
@@ -108,9 +110,9 @@ SCHEDULES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {"2d": _schedule(2, 3, 1, batch_size=4, base_features=8, initial_lr=0.02, plot_every=2, **_CPU),
               "3d_fullres": _schedule(2, 2, 1, batch_size=1, base_features=4, patch_size=[24, 48, 48],
                                       initial_lr=0.02, plot_every=2, **_CPU)},
-    "quick": {"2d": _schedule(32, 50, 2, batch_size=4, base_features=8, plot_every=8, **_CPU),
+    "quick": {"2d": _schedule(32, 50, 2, batch_size=4, base_features=8, plot_every=32, **_CPU),
               "3d_fullres": _schedule(20, 40, 1, batch_size=2, base_features=8, patch_size=[32, 48, 48],
-                                      plot_every=5, **_CPU)},
+                                      plot_every=20, **_CPU)},
     "paper": {"2d": _schedule(1000, 250, 50, save_every=50), "3d_fullres": _schedule(1000, 250, 50, save_every=50)},
 }
 # Test-time mirroring off and non-overlapping tiles on a CPU (nnU-Net's -disable_tta, -step_size 1).
@@ -292,28 +294,38 @@ class _NnunetMethod(Method):
             yield SegmentationPrediction(case_id=case.case_id, labels=labels, probabilities=probabilities)
 
     def _probabilities(self, cases: Sequence[Case | PredictCase], workdir: Path, device: str):
-        """(case, averaged softmax (classes, z, y, x) float32) for each case, in order."""
+        """(case, averaged softmax (classes, z, y, x) float32) for each case, in order; a member's
+        softmax another job of this fold already computed is read back (:mod:`.members`)."""
         (models_path,) = require_fitted(self.card.name, Path(workdir), MODELS_FILE)
         members = json.loads(models_path.read_text())["members"]
         if not cases:
             return
-        with _quiet():
-            predictors = [
-                _load_predictor((Path(workdir).resolve() / m["folder"]).resolve(), device, self.config)
-                for m in members
-            ]
+        config: NnunetConfig = self.config  # type: ignore[assignment]
+        settings = {"tile_step_size": config.tile_step_size, "use_mirroring": config.use_mirroring,
+                    "device": device}
+        softmaxes = []
+        for m in members:
+            folder = (Path(workdir).resolve() / m["folder"]).resolve()
+            weights = folder / _jobs.WEIGHTS_FILE
+            if not weights.is_file():
+                raise NotFittedError(f"{weights}: missing; the nnU-Net model was not trained to the end, run fit again")
+            softmaxes.append(MemberSoftmax(folder, weights, settings,
+                                           load=lambda folder=folder: _load_predictor(folder, device, config)))
         from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-        reader = SimpleITKIO()
+        def during_prediction():
+            return cpu_threads(_cpu_threads(config) if device == "cpu" else None)
+
         for case in cases:
-            image, properties = reader.read_images([str(case.image_path)])
+            image_sha256 = file_sha256(Path(case.image_path))
+            # read once per case, and only if a member has to predict it
+            read_image = functools.cache(lambda path=str(case.image_path): SimpleITKIO().read_images([path]))
             probabilities = None
-            with _quiet(), cpu_threads(_cpu_threads(self.config) if device == "cpu" else None):
-                for predictor in predictors:
-                    _, p = predictor.predict_single_npy_array(image, properties, None, None, True)
-                    p = np.asarray(p, dtype=np.float32)
-                    probabilities = p if probabilities is None else probabilities + p
-            probabilities /= len(predictors)
+            for member in softmaxes:
+                with _quiet():
+                    p = member.softmax(case.case_id, image_sha256, read_image, during_prediction)
+                probabilities = p.copy() if probabilities is None else probabilities + p
+            probabilities /= len(softmaxes)
             yield case, probabilities
 
 
@@ -326,9 +338,7 @@ def _load_predictor(folder: Path, device: str, config: NnunetConfig):
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    weights = folder / _jobs.WEIGHTS_FILE
-    if not weights.is_file():
-        raise NotFittedError(f"{weights}: missing; the nnU-Net model was not trained to the end, run fit again")
+    weights = folder / _jobs.WEIGHTS_FILE  # checked by the caller (_probabilities)
     model = json.loads((folder / _jobs.MODEL_FILE).read_text())
     plans_manager = PlansManager(load_json(str(folder.parent / "plans.json")))
     dataset_json = load_json(str(folder.parent / "dataset.json"))

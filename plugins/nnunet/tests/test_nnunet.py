@@ -22,6 +22,7 @@ from avnbench_nnunet.method import (
     NnunetThreeD,
     NnunetTwoD,
 )
+from avnbench_nnunet.members import PROBABILITIES_DIR
 from avnbench_nnunet.postprocessing import Postprocessing, apply_postprocessing
 from avnbench_nnunet.workspace import JOB_FILE, TRAINER_FOLDER
 
@@ -273,3 +274,88 @@ def test_postprocessing_is_decided_on_internal_validation_cases_only(trained):
         assert decision.cases, f"{name}: no internal validation case was predicted"
         assert set(decision.cases) <= set(folds[0].train), name
         assert not set(decision.cases) & set(folds[0].val), f"{name}: decided on the fold's test cases"
+
+
+def _ensemble_predict(trained, cases):
+    job_dir = job_dir_for(trained["workdir"], trained["dataset"].name, "nnunet-ensemble", "smoke", 0)
+    sealed = [PredictCase.of(c, with_landmarks=False) if not isinstance(c, PredictCase) else c for c in cases]
+    return list(NnunetEnsemble.from_preset("smoke").predict(sealed, job_dir, "cpu"))
+
+
+def test_ensemble_reads_the_softmax_its_members_kept(trained, monkeypatch):
+    """nnunet-2d and nnunet-3d kept each softmax beside their weights; the ensemble predicts the
+    fold's cases again without loading a network, to the same numbers."""
+    from avnbench_nnunet import method
+
+    folds, _ = read_splits(trained["dataset"])
+    for name in ("nnunet-2d", "nnunet-3d"):
+        kept = {p.name.split("-")[0] for p in (Path(trained["members"][name][0]["folder"]) / PROBABILITIES_DIR).iterdir()}
+        assert set(folds[0].val) <= kept, name
+
+    def no_network(*args):
+        raise AssertionError("a member was predicted again")
+
+    monkeypatch.setattr(method, "_load_predictor", no_network)
+    again = {p.case_id: p for p in _ensemble_predict(trained, trained["dataset"].subset(folds[0].val))}
+    assert len(again) == len(trained["predictions"]["nnunet-ensemble"])
+    for before in trained["predictions"]["nnunet-ensemble"]:
+        now = again[before.case_id]
+        np.testing.assert_array_equal(now.probabilities, before.probabilities)
+        np.testing.assert_array_equal(now.labels, before.labels)
+
+
+@pytest.mark.parametrize("change", ["image", "damaged kept file"])
+def test_a_kept_softmax_is_used_only_for_the_same_image(trained, monkeypatch, tmp_path, change):
+    import SimpleITK as sitk
+
+    from avnbench_nnunet import method
+
+    loaded = []
+    real = method._load_predictor
+    monkeypatch.setattr(method, "_load_predictor", lambda *a: loaded.append(a[0]) or real(*a))
+    folds, _ = read_splits(trained["dataset"])
+    case = trained["dataset"].subset(folds[0].val)[0]
+    sealed = PredictCase.of(case, with_landmarks=False)
+    if change == "image":
+        image = sitk.ReadImage(str(case.image_path))
+        array = sitk.GetArrayFromImage(image)
+        array[array.shape[0] // 2] = array.max()  # one bright slice through the hip
+        changed = sitk.GetImageFromArray(array)
+        changed.CopyInformation(image)
+        sitk.WriteImage(changed, str(tmp_path / "image.nii.gz"))
+        sealed = sealed.model_copy(update={"image_path": tmp_path / "image.nii.gz"})
+    else:
+        for member in trained["members"]["nnunet-ensemble"]:
+            for kept in (Path(member["folder"]) / PROBABILITIES_DIR).glob(f"{case.case_id}-*.npy"):
+                kept.write_bytes(b"damaged")
+    (now,) = _ensemble_predict(trained, [sealed])
+    assert len(loaded) == 2  # both members predicted the case
+    (before,) = [p for p in trained["predictions"]["nnunet-ensemble"] if p.case_id == case.case_id]
+    if change == "image":
+        assert not np.array_equal(now.probabilities, before.probabilities)
+    else:
+        np.testing.assert_array_equal(now.probabilities, before.probabilities)
+
+
+def test_nnunets_loader_limits_threads_without_a_new_controller_per_batch(monkeypatch):
+    """The trainer gives nnU-Net's data loader threadpoolctl's cached controller: the same
+    one-thread limit around each batch, without walking the loaded libraries every time."""
+    import threadpoolctl
+    from nnunetv2.training.dataloading import data_loader
+
+    from avnbench_nnunet.nnunet_trainers.nnUNetTrainerAvnbench import _limit_threads_with_one_controller
+
+    monkeypatch.setattr(data_loader, "threadpool_limits", data_loader.threadpool_limits)  # restored after
+    _limit_threads_with_one_controller()
+    threadpoolctl.get_cached_controller()  # made once, before the batches
+    made = []
+    real_init = threadpoolctl.ThreadpoolController.__init__
+    monkeypatch.setattr(threadpoolctl.ThreadpoolController, "__init__",
+                        lambda self: made.append(1) or real_init(self))
+    for _ in range(3):
+        with data_loader.threadpool_limits(limits=1, user_api=None):
+            pass
+    assert made == []
+    with data_loader.threadpool_limits(limits=1, user_api=None):
+        inside = threadpoolctl.threadpool_info()
+    assert inside and all(lib["num_threads"] == 1 for lib in inside)

@@ -39,6 +39,25 @@ EPOCH_VALUES = {
 }  # fmt: skip
 
 
+def _limit_threads_with_one_controller():
+    """nnU-Net's data loader caps the BLAS and OpenMP pools at one thread around every batch it
+    builds (``threadpool_limits(limits=1)``). Each call makes a new threadpoolctl controller,
+    which walks every shared library the process has loaded: 8 % of a CPU ``quick`` 2d training
+    (py-spy, augmentation in the training process, ``benchmarks/README.md``). threadpoolctl's
+    cached controller sets the same limits without the walk; the loader's code is unchanged."""
+    import threadpoolctl
+    from nnunetv2.training.dataloading import data_loader
+
+    cached = getattr(threadpoolctl, "get_cached_controller", None)
+    if cached is None:  # an older threadpoolctl: keep nnU-Net's call as it is
+        return
+
+    def threadpool_limits(limits=None, user_api=None):
+        return cached().limit(limits=limits, user_api=user_api)
+
+    data_loader.threadpool_limits = threadpool_limits
+
+
 class nnUNetTrainerAvnbench(nnUNetTrainer):
     def __init__(self, plans, configuration, fold, dataset_json, device=None):
         import torch
@@ -61,6 +80,10 @@ class nnUNetTrainerAvnbench(nnUNetTrainer):
         self.oversample_foreground_percent = float(
             job.get("oversample_foreground_percent", self.oversample_foreground_percent)
         )
+
+    def on_train_start(self):
+        _limit_threads_with_one_controller()
+        super().on_train_start()
 
     def _set_batch_size_and_oversample(self):
         super()._set_batch_size_and_oversample()
