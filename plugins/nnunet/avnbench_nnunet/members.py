@@ -3,8 +3,8 @@
 nnU-Net ensembles from the probabilities its members saved (``--save_probabilities``, then
 ``nnUNetv2_ensemble``) instead of running the members again. Here ``nnunet-2d`` and ``nnunet-3d``
 keep each softmax they compute in their member's folder, and ``nnunet-ensemble``, which runs after
-them on the same fold, reads it back: predicting both members again took it about 8 s of its 12 s
-per fold on a CPU (``benchmarks/README.md``). A kept softmax is used only for the same weights, the
+them on the same fold, reads it back: its fold job took 11–13 s on a CPU predicting both members
+again and takes 2–3 s reading them (``benchmarks/README.md``). A kept softmax is used only for the same weights, the
 same image file (both by sha256) and the same predictor settings and device; anything else is
 predicted and kept anew. A member retrained in place (``Workspace.ensure_trained``) loses the folder
 with it.
@@ -26,11 +26,8 @@ PROBABILITIES_DIR = "avnbench_probabilities"
 
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class MemberSoftmax:
