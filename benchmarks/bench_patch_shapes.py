@@ -1,6 +1,6 @@
 """Seconds per training step of the CPU presets' 3D networks at candidate patch shapes.
 
-Run:  .venv/bin/python benchmarks/bench_patch_shapes.py [--threads 1] [--steps 6] [SPEC ...]
+Run:  .venv/bin/python benchmarks/bench_patch_shapes.py [--threads 1] [--steps 6] [--channels-last] [SPEC ...]
 
 A SPEC is ``dynunet:Z,Y,X[:BATCH]`` (the ``dynunet`` plugin's network at its ``quick`` widths
 8-96 and the phantom's topology; batch 1 unless given) or ``nnunet3d:BASE:Z,Y,X:BATCH`` (nnU-Net's PlainConvUNet, 5 stages, as
@@ -66,12 +66,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as one job per core)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per shape (default 6)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time each spec with network and input in channels-last memory order "
+                        "(avnbench.training.channels_last, what dynunet's channels_last field does)")
     parser.add_argument("specs", nargs="*", default=DEFAULT)
     args = parser.parse_args()
     import torch
 
+    from avnbench.training import channels_last
+
     torch.set_num_threads(args.threads)
-    print(f"{'network and patch':<28} {'voxels/step':>12} {'s/step':>8} {'µs/voxel':>9}   (torch threads {args.threads})")
+    extra = f" {'s/step NDHWC':>13}" if args.channels_last else ""
+    print(f"{'network and patch':<28} {'voxels/step':>12} {'s/step':>8} {'µs/voxel':>9}{extra}   (torch threads {args.threads})")
     for spec in args.specs:
         kind, *parts = spec.split(":")
         if kind == "dynunet":
@@ -84,7 +90,9 @@ def main() -> None:
             raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X[:BATCH] or nnunet3d:BASE:Z,Y,X:BATCH")
         voxels = batch * patch[0] * patch[1] * patch[2]
         s = seconds_per_step(net, x, args.steps)
-        print(f"{spec:<28} {voxels:>12,} {s:>8.3f} {s / voxels * 1e6:>9.2f}", flush=True)
+        if args.channels_last:
+            extra = f" {seconds_per_step(channels_last(net), channels_last(x), args.steps):>13.3f}"
+        print(f"{spec:<28} {voxels:>12,} {s:>8.3f} {s / voxels * 1e6:>9.2f}{extra}", flush=True)
 
 
 if __name__ == "__main__":

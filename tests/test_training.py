@@ -13,6 +13,7 @@ from avnbench.methods import TrainingLog
 from avnbench.training import (
     NotFittedError,
     TorchMethodConfig,
+    channels_last,
     cpu_threads,
     load_state,
     precision,
@@ -55,6 +56,25 @@ def test_amp_only_on_cuda(device, amp, expected):
     prec = precision(device, amp)
     assert prec.amp is expected and prec.device.type == device
     assert not prec.grad_scaler().is_enabled()
+
+
+@pytest.mark.parametrize(
+    ("conv", "shape", "memory_format"),
+    [(torch.nn.Conv3d, (2, 2, 4, 6, 6), torch.channels_last_3d), (torch.nn.Conv2d, (2, 2, 6, 6), torch.channels_last)],
+)
+def test_channels_last_keeps_the_numbers_in_another_memory_order(conv, shape, memory_format):
+    torch.manual_seed(0)
+    net, x = torch.nn.Sequential(conv(2, 4, 3, padding=1), torch.nn.LeakyReLU(), conv(4, 3, 1)), torch.randn(shape)
+    expected = net(x)
+    fast_net, fast_x = channels_last(net), channels_last(x)
+    assert fast_x.is_contiguous(memory_format=memory_format) and not x.is_contiguous(memory_format=memory_format)
+    assert net[0].weight.is_contiguous(memory_format=memory_format)
+    assert torch.allclose(fast_net(fast_x), expected, atol=1e-5)
+    # off: the very same objects; other tensors and modules pass through
+    assert channels_last(x, enabled=False) is x
+    assert channels_last(torch.ones(3)).is_contiguous()
+    linear = torch.nn.Linear(2, 2)
+    assert channels_last(linear) is linear
 
 
 def _model_with(value: float) -> torch.nn.Linear:

@@ -18,6 +18,8 @@ fit
                 seed_everything(cfg.seed)                 # python, numpy, torch, cuDNN flags
                 prec = precision(device, cfg.amp)         # AMP only on CUDA
                 model = build(...).to(prec.device)
+                model = channels_last(model)   # optional: NDHWC, faster 3D convs on a CPU;
+                                               # pass each batch through it too
                 scaler = prec.grad_scaler()
 
                 def train_epoch(epoch):
@@ -53,14 +55,14 @@ predict
 """
 
 from avnbench.training.config import TorchMethodConfig
-from avnbench.training.device import Precision, optimizer_step, precision
+from avnbench.training.device import Precision, channels_last, optimizer_step, precision
 from avnbench.training.errors import NotFittedError, require_fitted
 from avnbench.training.loop import TrainingResult, endless, load_state, save_state, train_epochs
 from avnbench.training.seeding import seed_everything, torch_generator
 from avnbench.training.threads import cpu_threads
 
 __all__ = [
-    "NotFittedError", "Precision", "TorchMethodConfig", "TrainingResult", "cpu_threads", "endless",
+    "NotFittedError", "Precision", "TorchMethodConfig", "TrainingResult", "channels_last", "cpu_threads", "endless",
     "load_state", "optimizer_step", "precision", "require_fitted", "save_state", "seed_everything",
     "torch_generator", "train_epochs",
 ]

@@ -39,6 +39,40 @@ def precision(device: str, amp: bool = True) -> Precision:
     return Precision(device=torch_device, amp=bool(amp) and torch_device.type == "cuda")
 
 
+def channels_last(value, enabled: bool = True):
+    """``value`` (a module, or a 4-D / 5-D tensor) in channels-last memory order when
+    ``enabled``, else unchanged. oneDNN runs 3D convolutions in NDHWC without reordering every
+    input and output: a ``dynunet`` quick step took 0.46 s instead of 0.53 s on one CPU thread
+    (``benchmarks/bench_patch_shapes.py --channels-last``). The network and its numbers are the
+    same up to the order of float sums."""
+    if not enabled:
+        return value
+    import torch
+
+    if isinstance(value, torch.nn.Module):
+        ndim = _module_ndim(value)
+        return value if ndim is None else value.to(memory_format=_format(ndim))
+    return value.contiguous(memory_format=_format(value.dim())) if value.dim() in (4, 5) else value
+
+
+def _format(ndim: int):
+    import torch
+
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
+
+
+def _module_ndim(module) -> int | None:
+    """5 for a module with 3D convolutions, 4 for 2D ones, None for neither."""
+    import torch
+
+    for m in module.modules():
+        if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+            return 5
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            return 4
+    return None
+
+
 def optimizer_step(loss, optimizer, scaler, clip_grad_norm: float | None = None, parameters=None) -> None:
     """Back-propagate ``loss`` and step ``optimizer`` through ``scaler`` (AMP-safe), clipping the
     gradient norm of ``parameters`` to ``clip_grad_norm`` first if given. Gradients must have

@@ -27,6 +27,7 @@ from avnbench.api import (
 from avnbench.training import (
     Precision,
     TorchMethodConfig,
+    channels_last,
     cpu_threads,
     endless,
     load_state,
@@ -104,6 +105,14 @@ class DynUNetConfig(TorchMethodConfig):
     intensity_aug_prob: float = Field(
         default=0.3, ge=0, le=1,
         description="probability of each intensity augmentation (scale ±10 %, shift ±0.1 SD, noise)",
+    )
+    # On by default: measured on one CPU thread (benchmarks/bench_patch_shapes.py
+    # --channels-last), oneDNN runs these 3D convolutions in NDHWC without reordering each input
+    # and output. Not measured on a GPU.
+    channels_last: bool = Field(
+        default=True,
+        description="train and predict in channels-last (NDHWC) memory order: the same network, "
+        "faster 3D convolutions on a CPU; float sums in another order",
     )
     sw_overlap: float = Field(default=0.25, ge=0, lt=1, description="sliding-window overlap fraction")
     sw_batch_size: int = Field(default=2, ge=1, description="windows per forward pass at inference")
@@ -249,7 +258,8 @@ class DynUNetMethod(Method):
             progress=False,
         )
 
-        model = _build_network(topology, cfg.filters, cfg.deep_supervision_heads).to(prec.device)
+        model = channels_last(_build_network(topology, cfg.filters, cfg.deep_supervision_heads).to(prec.device),
+                              cfg.channels_last)
         optimizer = _make_optimizer(model, cfg)
         loss_fn = DeepSupervisionLoss(
             # As nnU-Net's 3d configurations: batch Dice (a patch without lesion does not pull
@@ -277,7 +287,7 @@ class DynUNetMethod(Method):
             for _ in range(cfg.iterations_per_epoch):
                 batch = next(batches)
                 seen_in_training.update(batch["case_id"])
-                images = batch["image"].to(prec.device)
+                images = channels_last(batch["image"].to(prec.device), cfg.channels_last)
                 labels = batch["label"].to(prec.device)
                 optimizer.zero_grad(set_to_none=True)
                 with prec.autocast():
@@ -337,7 +347,7 @@ class DynUNetMethod(Method):
         plan = NetworkPlan.model_validate_json(plan_path.read_text())
         prec = precision(device, self.config.amp)
         model = load_state(_build_network(plan.topology, plan.filters, plan.deep_supervision_heads), checkpoint)
-        model.to(prec.device).eval()
+        model = channels_last(model.to(prec.device), self.config.channels_last).eval()
         load = _loading_transforms(with_label=False)
         for case in cases:
             # threads set per case, not across the yield: the caller's code keeps its own
@@ -448,7 +458,7 @@ def _sliding_window_softmax(model, image, patch_size: Sequence[int], cfg: DynUNe
             image[None].to(prec.device),
             roi_size=list(patch_size),
             sw_batch_size=cfg.sw_batch_size,
-            predictor=model,
+            predictor=lambda windows: model(channels_last(windows, cfg.channels_last)),
             overlap=cfg.sw_overlap,
             mode="gaussian",
         )
