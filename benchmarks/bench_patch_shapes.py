@@ -1,10 +1,12 @@
-"""Seconds per training step of the CPU presets' 3D networks at candidate patch shapes.
+"""Seconds per training step of the CPU presets' networks at candidate patch shapes.
 
 Run:  .venv/bin/python benchmarks/bench_patch_shapes.py [--threads 1] [--steps 6] [--channels-last] [SPEC ...]
 
 A SPEC is ``dynunet:Z,Y,X[:BATCH]`` (the ``dynunet`` plugin's network at its ``quick`` widths
 8-96 and the phantom's topology; batch 1 unless given) or ``nnunet3d:BASE:Z,Y,X:BATCH`` (nnU-Net's PlainConvUNet, 5 stages, as
-planned for the phantom's 3d_fullres with ``BASE`` first-stage features, capped at 10×BASE).
+planned for the phantom's 3d_fullres with ``BASE`` first-stage features, capped at 10×BASE) or
+``patch25d:BATCH`` (``patch25d-cnn``'s triplanar 32×32 patch CNN at its ``quick`` widths, BATCH
+voxels' patch triplets per step).
 Each is timed over ``--steps`` forward + backward + SGD steps on random input after two warm-up
 steps, with ``--threads`` torch threads. Without SPECs it times the shapes the presets chose
 between. Why this exists: CPU convolution speed per voxel depends strongly on the shape and the
@@ -47,6 +49,13 @@ def nnunet3d(base: int, patch: list[int], batch: int):
     return net, torch.randn(batch, 1, *patch)
 
 
+def patch25d(batch: int):
+    import torch
+    from avnbench_patch25d.network import TriplanarPatchCNN
+
+    return TriplanarPatchCNN((8, 16, 16), 32), torch.randn(batch, 3, 32, 32)
+
+
 def seconds_per_step(net, x, steps: int) -> float:
     import torch
 
@@ -76,7 +85,7 @@ def main() -> None:
     from avnbench.training import channels_last
 
     torch.set_num_threads(args.threads)
-    extra = f" {'s/step NDHWC':>13}" if args.channels_last else ""
+    extra = f" {'channels-last':>13}" if args.channels_last else ""
     print(f"{'network and patch':<28} {'voxels/step':>12} {'s/step':>8} {'µs/voxel':>9}{extra}   (torch threads {args.threads})")
     for spec in args.specs:
         kind, *parts = spec.split(":")
@@ -86,8 +95,12 @@ def main() -> None:
         elif kind == "nnunet3d":
             patch, batch = [int(v) for v in parts[1].split(",")], int(parts[2])
             net, x = nnunet3d(int(parts[0]), patch, batch)
+        elif kind == "patch25d":
+            batch, patch = int(parts[0]), [3, 32, 32]
+            net, x = patch25d(batch)
         else:
-            raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X[:BATCH] or nnunet3d:BASE:Z,Y,X:BATCH")
+            raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X[:BATCH], nnunet3d:BASE:Z,Y,X:BATCH or "
+                             "patch25d:BATCH")
         voxels = batch * patch[0] * patch[1] * patch[2]
         s = seconds_per_step(net, x, args.steps)
         if args.channels_last:

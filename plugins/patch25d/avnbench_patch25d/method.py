@@ -19,6 +19,7 @@ from avnbench_patch25d.sampling import SampledCase, available_fractions, draw_ba
 from avnbench.training import (
     TorchMethodConfig,
     cpu_threads,
+    channels_last,
     load_state,
     optimizer_step,
     precision,
@@ -71,6 +72,15 @@ class Patch25dConfig(TorchMethodConfig):
     )
     fc_dropout: float = Field(default=0.5, ge=0, lt=1, description="dropout rate after the first FC layer")
     bias_init: float = Field(default=0.1, description="initial value of every bias (study: 0.1)")
+    # On by default: a quick training step (256 triplets) took 0.085 / 0.098 s instead of
+    # 0.095 / 0.105 s on one CPU thread (benchmarks/bench_patch_shapes.py --channels-last
+    # patch25d:256, twice); five folds gave the same Dice (vital 0.793, necrosis 0.527 against
+    # 0.524). Not measured on a GPU.
+    channels_last: bool = Field(
+        default=True,
+        description="train in channels-last (NHWC) memory order: the same network, faster "
+        "convolutions on a CPU; float sums in another order",
+    )
     epochs: int = Field(default=5, gt=0, description="training epochs")
     iterations_per_epoch: int = Field(default=60, gt=0, description="SGD steps per epoch")
     batch_size: int = Field(default=256, gt=0, description="voxels (patch triplets) per SGD step")
@@ -218,6 +228,7 @@ class Patch25dCNN(Method):
         model = net.TriplanarPatchCNN(
             cfg.channels, cfg.hidden_units, cfg.conv_dropout, cfg.fc_dropout, cfg.bias_init
         ).to(torch_device)
+        model = channels_last(model, cfg.channels_last)
         kernels = [p for n, p in model.named_parameters() if n.endswith("weight")]
         biases = [p for n, p in model.named_parameters() if not n.endswith("weight")]
         optimiser = torch.optim.SGD(
@@ -240,7 +251,7 @@ class Patch25dCNN(Method):
                 patches, targets = draw_batch(train, fractions, cfg.batch_size, cfg, rng, torch_device)
                 optimiser.zero_grad(set_to_none=True)
                 with prec.autocast():
-                    loss = criterion(model(patches).float(), targets)
+                    loss = criterion(model(channels_last(patches, cfg.channels_last)).float(), targets)
                 optimizer_step(loss, optimiser, scaler)
                 schedule.step()
                 losses.append(float(loss.detach()))
