@@ -6,7 +6,8 @@ A SPEC is ``dynunet:Z,Y,X[:BATCH]`` (the ``dynunet`` plugin's network at its ``q
 8-96 and the phantom's topology; batch 1 unless given) or ``nnunet3d:BASE:Z,Y,X:BATCH`` (nnU-Net's PlainConvUNet, 5 stages, as
 planned for the phantom's 3d_fullres with ``BASE`` first-stage features, capped at 10×BASE) or
 ``patch25d:BATCH`` (``patch25d-cnn``'s triplanar 32×32 patch CNN at its ``quick`` widths, BATCH
-voxels' patch triplets per step).
+voxels' patch triplets per step) or ``nnunet2d:BASE:Y,X:BATCH`` (nnU-Net's 2d PlainConvUNet, 5 stages,
+``BASE`` first-stage features capped at 16×BASE, as planned for the phantom's 2d).
 Each is timed over ``--steps`` forward + backward + SGD steps on random input after two warm-up
 steps, with ``--threads`` torch threads. Without SPECs it times the shapes the presets chose
 between. Why this exists: CPU convolution speed per voxel depends strongly on the shape and the
@@ -46,6 +47,19 @@ def nnunet3d(base: int, patch: list[int], batch: int):
                         [[1, 1, 1], [1, 2, 2]] + [[2, 2, 2]] * (stages - 2), [2] * stages, 3, [2] * (stages - 1),
                         True, torch.nn.InstanceNorm3d, {"eps": 1e-5, "affine": True}, None, None,
                         torch.nn.LeakyReLU, {"inplace": True}, deep_supervision=True)
+    return net, torch.randn(batch, 1, *patch)
+
+
+def nnunet2d(base: int, patch: list[int], batch: int):
+    import torch
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    stages = 5
+    features = [min(base * 2**i, 16 * base) for i in range(stages)]
+    net = PlainConvUNet(1, stages, features, torch.nn.Conv2d, [[3, 3]] * stages, [[1, 1]] + [[2, 2]] * (stages - 1),
+                        [2] * stages, 3, [2] * (stages - 1), True, torch.nn.InstanceNorm2d,
+                        {"eps": 1e-5, "affine": True}, None, None, torch.nn.LeakyReLU, {"inplace": True},
+                        deep_supervision=True)
     return net, torch.randn(batch, 1, *patch)
 
 
@@ -95,12 +109,16 @@ def main() -> None:
         elif kind == "nnunet3d":
             patch, batch = [int(v) for v in parts[1].split(",")], int(parts[2])
             net, x = nnunet3d(int(parts[0]), patch, batch)
+        elif kind == "nnunet2d":
+            yx, batch = [int(v) for v in parts[1].split(",")], int(parts[2])
+            patch = [1, *yx]
+            net, x = nnunet2d(int(parts[0]), yx, batch)
         elif kind == "patch25d":
             batch, patch = int(parts[0]), [3, 32, 32]
             net, x = patch25d(batch)
         else:
-            raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X[:BATCH], nnunet3d:BASE:Z,Y,X:BATCH or "
-                             "patch25d:BATCH")
+            raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X[:BATCH], nnunet3d:BASE:Z,Y,X:BATCH, "
+                             "nnunet2d:BASE:Y,X:BATCH or patch25d:BATCH")
         voxels = batch * patch[0] * patch[1] * patch[2]
         s = seconds_per_step(net, x, args.steps)
         if args.channels_last:
