@@ -1,6 +1,6 @@
 """Seconds per training step of the CPU presets' networks at candidate patch shapes.
 
-Run:  .venv/bin/python benchmarks/bench_patch_shapes.py [--threads 1] [--steps 6] [--channels-last] [SPEC ...]
+Run:  .venv/bin/python benchmarks/bench_patch_shapes.py [--threads 1] [--steps 6] [--channels-last] [--bfloat16] [SPEC ...]
 
 A SPEC is ``dynunet:Z,Y,X[:BATCH]`` (the ``dynunet`` plugin's network at its ``quick`` widths
 8-96 and the phantom's topology; batch 1 unless given) or ``nnunet3d:BASE:Z,Y,X:BATCH`` (nnU-Net's PlainConvUNet, 5 stages, as
@@ -70,14 +70,17 @@ def patch25d(batch: int):
     return TriplanarPatchCNN((8, 16, 16), 32), torch.randn(batch, 3, 32, 32)
 
 
-def seconds_per_step(net, x, steps: int) -> float:
+def seconds_per_step(net, x, steps: int, bfloat16: bool = False) -> float:
+    """Seconds per SGD step; with ``bfloat16`` the forward pass runs under CPU bfloat16 autocast
+    (what ``cpu_bfloat16`` does in ``dynunet`` and nnU-Net's 3d CPU schedules)."""
     import torch
 
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99)
     for i in range(steps + 2):
         if i == 2:
             t0 = time.perf_counter()
-        out = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            out = net(x)
         loss = sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
         optimizer.zero_grad()
         loss.backward()
@@ -92,6 +95,9 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true",
                         help="also time each spec with network and input in channels-last memory order "
                         "(avnbench.training.channels_last, what dynunet's channels_last field does)")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="time the forward passes under CPU bfloat16 autocast (the methods' cpu_bfloat16 "
+                        "field; fast only on a CPU with AVX512-BF16 or AMX)")
     parser.add_argument("specs", nargs="*", default=DEFAULT)
     args = parser.parse_args()
     import torch
@@ -100,7 +106,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     extra = f" {'channels-last':>13}" if args.channels_last else ""
-    print(f"{'network and patch':<28} {'voxels/step':>12} {'s/step':>8} {'µs/voxel':>9}{extra}   (torch threads {args.threads})")
+    precision = "bfloat16 autocast" if args.bfloat16 else "float32"
+    print(f"{'network and patch':<28} {'voxels/step':>12} {'s/step':>8} {'µs/voxel':>9}{extra}   "
+          f"(torch threads {args.threads}, {precision})")
     for spec in args.specs:
         kind, *parts = spec.split(":")
         if kind == "dynunet":
@@ -120,9 +128,9 @@ def main() -> None:
             raise SystemExit(f"unknown spec {spec!r}: use dynunet:Z,Y,X[:BATCH], nnunet3d:BASE:Z,Y,X:BATCH, "
                              "nnunet2d:BASE:Y,X:BATCH or patch25d:BATCH")
         voxels = batch * patch[0] * patch[1] * patch[2]
-        s = seconds_per_step(net, x, args.steps)
+        s = seconds_per_step(net, x, args.steps, args.bfloat16)
         if args.channels_last:
-            extra = f" {seconds_per_step(channels_last(net), channels_last(x), args.steps):>13.3f}"
+            extra = f" {seconds_per_step(channels_last(net), channels_last(x), args.steps, args.bfloat16):>13.3f}"
         print(f"{spec:<28} {voxels:>12,} {s:>8.3f} {s / voxels * 1e6:>9.2f}{extra}", flush=True)
 
 

@@ -16,6 +16,7 @@ from avnbench.training import (
     channels_last,
     cpu_threads,
     load_state,
+    native_bfloat16,
     precision,
     require_fitted,
     save_state,
@@ -56,6 +57,18 @@ def test_amp_only_on_cuda(device, amp, expected):
     prec = precision(device, amp)
     assert prec.amp is expected and prec.device.type == device
     assert not prec.grad_scaler().is_enabled()
+
+
+@pytest.mark.parametrize(("device", "asked"), [("cpu", True), ("cpu", False)])
+def test_bfloat16_autocast_only_on_a_cpu_that_has_it(device, asked):
+    prec = precision(device, amp=True, cpu_bfloat16=asked)
+    assert prec.bfloat16 is (asked and native_bfloat16())
+    assert not prec.amp and not prec.grad_scaler().is_enabled()  # bfloat16 needs no loss scaling
+    conv = torch.nn.Conv3d(2, 2, 3)
+    with prec.autocast():
+        out = conv(torch.randn(1, 2, 4, 4, 4))
+    assert out.dtype == (torch.bfloat16 if prec.bfloat16 else torch.float32)
+    assert conv.weight.dtype == torch.float32
 
 
 @pytest.mark.parametrize(

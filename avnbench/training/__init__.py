@@ -6,8 +6,8 @@ nothing here imports torch until a function is called, so ``avnbench methods`` s
 
 Config
     Derive the method's ``Config`` from :class:`TorchMethodConfig`: it adds ``amp`` (float16 on
-    CUDA), ``cpu_threads`` (torch threads on a CPU, default 1) and ``num_workers`` (data-loading
-    processes) to ``seed``.
+    CUDA), ``cpu_bfloat16`` (bfloat16 on a CPU that has it natively), ``cpu_threads`` (torch
+    threads on a CPU, default 1) and ``num_workers`` (data-loading processes) to ``seed``.
 
 fit
     ::
@@ -16,7 +16,8 @@ fit
             cfg = self.config
             with cpu_threads(cfg.cpu_threads):
                 seed_everything(cfg.seed)                 # python, numpy, torch, cuDNN flags
-                prec = precision(device, cfg.amp)         # AMP only on CUDA
+                prec = precision(device, cfg.amp, cfg.cpu_bfloat16)  # float16 on CUDA,
+                                                          # bfloat16 on a capable CPU
                 model = build(...).to(prec.device)
                 model = channels_last(model)   # optional: NDHWC, faster 3D convs on a CPU;
                                                # pass each batch through it too
@@ -55,7 +56,7 @@ predict
 """
 
 from avnbench.training.config import TorchMethodConfig
-from avnbench.training.device import Precision, channels_last, optimizer_step, precision
+from avnbench.training.device import Precision, channels_last, native_bfloat16, optimizer_step, precision
 from avnbench.training.errors import NotFittedError, require_fitted
 from avnbench.training.loop import TrainingResult, endless, load_state, save_state, train_epochs
 from avnbench.training.seeding import seed_everything, torch_generator
@@ -63,6 +64,6 @@ from avnbench.training.threads import cpu_threads
 
 __all__ = [
     "NotFittedError", "Precision", "TorchMethodConfig", "TrainingResult", "channels_last", "cpu_threads", "endless",
-    "load_state", "optimizer_step", "precision", "require_fitted", "save_state", "seed_everything",
+    "load_state", "native_bfloat16", "optimizer_step", "precision", "require_fitted", "save_state", "seed_everything",
     "torch_generator", "train_epochs",
 ]

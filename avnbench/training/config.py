@@ -13,6 +13,11 @@ class TorchMethodConfig(MethodConfig):
     ``PRESETS`` as usual and may override these fields' values in a preset."""
 
     amp: bool = Field(default=True, description="mixed precision (float16) on CUDA; ignored on CPU")
+    cpu_bfloat16: bool = Field(
+        default=False,
+        description="bfloat16 autocast on a CPU that computes it natively (AVX512-BF16 or AMX; "
+        "ignored elsewhere): faster 3D convolutions, weights stay float32",
+    )
     cpu_threads: int | None = Field(
         default=1,
         gt=0,

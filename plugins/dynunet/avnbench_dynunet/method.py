@@ -114,6 +114,13 @@ class DynUNetConfig(TorchMethodConfig):
         description="train and predict in channels-last (NDHWC) memory order: the same network, "
         "faster 3D convolutions on a CPU; float sums in another order",
     )
+    # On by default: with native bfloat16 (the build machine has AVX512-BF16) a quick fold trained
+    # in ~92 s instead of ~145 s (benchmarks/README.md); loss, weights and optimizer stay float32.
+    cpu_bfloat16: bool = Field(
+        default=True,
+        description="bfloat16 autocast on a CPU that computes it natively (AVX512-BF16 or AMX; "
+        "ignored elsewhere): faster 3D convolutions, weights stay float32",
+    )
     sw_overlap: float = Field(default=0.25, ge=0, lt=1, description="sliding-window overlap fraction")
     sw_batch_size: int = Field(default=2, ge=1, description="windows per forward pass at inference")
 
@@ -224,7 +231,7 @@ class DynUNetMethod(Method):
         model_dir = workdir / MODEL_SUBDIR
         model_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.seed)
-        prec = precision(device, cfg.amp)
+        prec = precision(device, cfg.amp, cfg.cpu_bfloat16)
 
         spacing = _median_spacing(train_cases)
         median_shape = [int(statistics.median(c.meta.geometry.shape_zyx[a] for c in train_cases)) for a in range(3)]
@@ -236,6 +243,7 @@ class DynUNetMethod(Method):
             self.log.param("dynunet_kernel_sizes", [list(k) for k in topology.kernel_sizes])
             self.log.param("dynunet_strides", [list(s) for s in topology.strides])
             self.log.param("dynunet_spacing_zyx_mm", list(spacing))
+            self.log.param("dynunet_bfloat16", prec.bfloat16)  # used on this machine, not only asked for
 
         train_ds = CacheDataset(
             [_case_item(c, with_label=True) for c in train_cases],
@@ -291,7 +299,7 @@ class DynUNetMethod(Method):
                 labels = batch["label"].to(prec.device)
                 optimizer.zero_grad(set_to_none=True)
                 with prec.autocast():
-                    outputs = model(images)
+                    outputs = model(images).float()  # the loss in float32, as nnU-Net's on a CPU
                     heads = list(torch.unbind(outputs, dim=1)) if cfg.deep_supervision_heads else [outputs]
                     loss = loss_fn(heads, labels)
                 # nnU-Net clips at 12; it keeps early SGD steps with momentum 0.99 from diverging.
@@ -345,7 +353,7 @@ class DynUNetMethod(Method):
         model_dir = Path(workdir) / MODEL_SUBDIR
         plan_path, checkpoint = require_fitted(self.card.name, model_dir, PLAN_FILE, CHECKPOINT_FILE)
         plan = NetworkPlan.model_validate_json(plan_path.read_text())
-        prec = precision(device, self.config.amp)
+        prec = precision(device, self.config.amp, self.config.cpu_bfloat16)
         model = load_state(_build_network(plan.topology, plan.filters, plan.deep_supervision_heads), checkpoint)
         model = channels_last(model.to(prec.device), self.config.channels_last).eval()
         load = _loading_transforms(with_label=False)

@@ -89,6 +89,7 @@ def train(spec: dict) -> None:
         "num_iterations_per_epoch": trainer.num_iterations_per_epoch,
         "batch_size": int(trainer.batch_size),
         "patch_size": [int(p) for p in trainer.configuration_manager.patch_size],
+        "cpu_bfloat16": bool(getattr(trainer, "cpu_bfloat16", False)),  # used, not only asked for
     }
     # Written last: its presence marks a finished, exported training.
     (out / MODEL_FILE).write_text(json.dumps(model, indent=2))

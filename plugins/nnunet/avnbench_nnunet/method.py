@@ -83,6 +83,11 @@ class TrainerSchedule(BaseModel):
         description="features of the first stage, the others scaled alike; None = nnU-Net's plan (32)",
     )
     patch_size: list[int] | None = Field(default=None, description="patch size (z, y, x); None = nnU-Net's plan")
+    cpu_bfloat16: bool = Field(
+        default=False,
+        description="on a CPU with native bfloat16 (AVX512-BF16 or AMX), forward passes in bfloat16 autocast "
+                    "(nnU-Net's own autocast is CUDA-only); ignored elsewhere",
+    )
 
     def trainer_settings(self) -> dict[str, Any]:
         """What ``nnUNetTrainerAvnbench`` reads from its job file."""
@@ -105,14 +110,17 @@ def _schedule(epochs: int, iterations: int, val_iterations: int, save_every: int
 # quick's 3d patch spans the CPU phantom's 40 slices nearly whole (32 of them): with 24x48x48 it
 # took neck and pelvis for head and learnt no necrosis in 800 iterations (v2 phantom, fold 1: Dice
 # vital 0.67 against 0.81 at 32x48x48, necrosis 0.00 against 0.19; benchmarks/README.md).
+# The CPU 3d schedules convolve in bfloat16 where the CPU has it natively (cpu_bfloat16): a quick
+# fold trained in ~195 s instead of ~245 s, Dice vital 0.777 against 0.779 over the 24 hips; the
+# 2d network gained nothing (session 9, benchmarks/README.md).
 _CPU = {"oversample_foreground_percent": 0.5}
 SCHEDULES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {"2d": _schedule(2, 3, 1, batch_size=4, base_features=8, initial_lr=0.02, plot_every=2, **_CPU),
               "3d_fullres": _schedule(2, 2, 1, batch_size=1, base_features=4, patch_size=[24, 48, 48],
-                                      initial_lr=0.02, plot_every=2, **_CPU)},
+                                      initial_lr=0.02, plot_every=2, cpu_bfloat16=True, **_CPU)},
     "quick": {"2d": _schedule(32, 50, 2, batch_size=4, base_features=8, plot_every=32, **_CPU),
               "3d_fullres": _schedule(20, 40, 1, batch_size=2, base_features=8, patch_size=[32, 48, 48],
-                                      plot_every=20, **_CPU)},
+                                      plot_every=20, cpu_bfloat16=True, **_CPU)},
     "paper": {"2d": _schedule(1000, 250, 50, save_every=50), "3d_fullres": _schedule(1000, 250, 50, save_every=50)},
 }
 # Test-time mirroring off and non-overlapping tiles on a CPU (nnU-Net's -disable_tta, -step_size 1).
@@ -271,6 +279,7 @@ class _NnunetMethod(Method):
         model = json.loads((folder / _jobs.MODEL_FILE).read_text())
         self.log.param(f"{tag}patch_size", model["patch_size"])
         self.log.param(f"{tag}batch_size", model["batch_size"])
+        self.log.param(f"{tag}bfloat16", bool(model.get("cpu_bfloat16", False)))
         if not trained_now:
             curves = json.loads((folder / _jobs.CURVES_FILE).read_text())
             names = {"train_losses": "train_loss", "val_losses": "val_loss", "mean_fg_dice": "pseudo_dice",

@@ -359,3 +359,49 @@ def test_nnunets_loader_limits_threads_without_a_new_controller_per_batch(monkey
     with data_loader.threadpool_limits(limits=1, user_api=None):
         inside = threadpoolctl.threadpool_info()
     assert inside and all(lib["num_threads"] == 1 for lib in inside)
+
+
+def test_bfloat16_forward_keeps_weights_outputs_and_state_dict_in_float32():
+    """On a CPU with native bfloat16 the 3d trainer's network convolves in bfloat16 autocast;
+    what nnU-Net's loss, checkpoints and exported weights see is unchanged."""
+    import torch
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    from avnbench_nnunet.nnunet_trainers.nnUNetTrainerAvnbench import _forward_in_bfloat16
+
+    torch.manual_seed(0)
+    net = PlainConvUNet(1, 3, [4, 8, 16], torch.nn.Conv3d, 3, [1, 2, 2], 2, 3, [2, 2], True,
+                        torch.nn.InstanceNorm3d, {"eps": 1e-5, "affine": True}, None, None,
+                        torch.nn.LeakyReLU, {"inplace": True}, deep_supervision=True)
+    x = torch.randn(2, 1, 8, 16, 16)
+    expected = [o.detach() for o in net(x)]
+    keys = list(net.state_dict())
+    params = list(net.parameters())
+    _forward_in_bfloat16(net)
+    out = net(x)
+    assert list(net.state_dict()) == keys and list(net.parameters()) == params  # same objects
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert [o.dtype for o in out] == [torch.float32] * len(expected)
+    for got, want in zip(out, expected):
+        assert got.shape == want.shape
+        assert not torch.equal(got, want)  # really computed in bfloat16 ...
+        assert torch.allclose(got, want, atol=0.1, rtol=0.05)  # ... to bfloat16's precision
+    sum(o.sum() for o in out).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
+
+
+def test_the_3d_member_trained_in_bfloat16_where_the_cpu_has_it(trained):
+    from avnbench.training import native_bfloat16
+
+    for name, expected in (("nnunet-3d", native_bfloat16()), ("nnunet-2d", False)):
+        folder = Path(trained["members"][name][0]["folder"])
+        assert json.loads((folder / _jobs.MODEL_FILE).read_text())["cpu_bfloat16"] is expected
+
+
+def test_bfloat16_only_in_the_3d_cpu_schedules():
+    for preset in ("smoke", "quick"):
+        config = NnunetConfig.preset(preset)
+        assert config.trainer_3d.cpu_bfloat16 and not config.trainer_2d.cpu_bfloat16
+        assert config.trainer_3d.trainer_settings()["cpu_bfloat16"] is True
+    paper = NnunetConfig.preset("paper")
+    assert not paper.trainer_3d.cpu_bfloat16 and not paper.trainer_2d.cpu_bfloat16
